@@ -1,0 +1,3 @@
+"""Audit log service for AIBAMS workspaces."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,125 @@
+"""Workspaces and API keys, as the CLI and the API manage them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from auditlog.auth import ROLES, hash_secret, new_key_material
+from auditlog.errors import BadInputError, NotFoundError
+from auditlog.ingest.service import Ingestor
+from auditlog.ingest.service_events import record_service_event
+from auditlog.storage import keys as key_store
+from auditlog.storage import workspaces as ws_store
+
+_WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    id: str
+    key: str
+    workspace_id: str | None
+    role: str
+
+
+def plan_retention(plan: str, retention_days: int | None) -> tuple[str, int | None]:
+    """Validate a plan and custom retention: custom days are for ENTERPRISE only."""
+    plan = plan.upper()
+    if plan not in ws_store.PLANS:
+        raise BadInputError("plan", "must be early_access, professional or enterprise")
+    if retention_days is not None:
+        if plan != "ENTERPRISE":
+            raise BadInputError(
+                "retention-days", "a custom retention is available on the enterprise plan only"
+            )
+        if not 1 <= retention_days <= 36500:
+            raise BadInputError("retention-days", "must be between 1 and 36500")
+        return plan, retention_days
+    return plan, ws_store.DEFAULT_RETENTION_DAYS[plan]
+
+
+async def create_workspace(
+    pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
+) -> ws_store.WorkspaceRow:
+    if not _WORKSPACE_ID.match(name):
+        raise BadInputError(
+            "name", "use 1 to 63 lower-case letters, digits, '-' or '_', starting alphanumeric"
+        )
+    plan, days = plan_retention(plan, retention_days)
+    async with pool.acquire() as conn:
+        try:
+            return await ws_store.insert_workspace(conn, name, plan, days)
+        except asyncpg.UniqueViolationError:
+            raise BadInputError("name", f"workspace {name!r} already exists") from None
+
+
+async def set_plan(
+    pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
+) -> ws_store.WorkspaceRow:
+    plan, days = plan_retention(plan, retention_days)
+    async with pool.acquire() as conn:
+        row = await ws_store.update_workspace_plan(conn, name, plan, days)
+    if row is None:
+        raise NotFoundError(f"no workspace {name!r}")
+    return row
+
+
+async def create_key(
+    pool: asyncpg.Pool,
+    ingestor: Ingestor,
+    *,
+    workspace_id: str | None,
+    role: str,
+    name: str | None = None,
+    actor: dict[str, Any] | None = None,
+) -> CreatedKey:
+    """Create a key (platform keys: workspace_id None, role ingest); the secret is shown once."""
+    if role not in ROLES:
+        raise BadInputError("role", "must be owner, admin, member or ingest")
+    if workspace_id is None and role != "ingest":
+        raise BadInputError("role", "a platform key can only be an ingest key")
+    key_id, secret, token = new_key_material()
+    async with pool.acquire() as conn:
+        if workspace_id is not None and await ws_store.read_workspace(conn, workspace_id) is None:
+            raise NotFoundError(f"no workspace {workspace_id!r}")
+        await key_store.insert_api_key(
+            conn,
+            key_id=key_id,
+            workspace_id=workspace_id,
+            role=role,
+            name=name,
+            secret_hash=hash_secret(secret),
+        )
+    if workspace_id is not None:
+        await record_service_event(
+            ingestor,
+            workspace_id,
+            "audit_log.api_key.created",
+            actor=actor,
+            targets=[{"type": "api_key", "id": key_id, "name": name}],
+            metadata={"role": role},
+        )
+    return CreatedKey(id=key_id, key=token, workspace_id=workspace_id, role=role)
+
+
+async def revoke_key(
+    pool: asyncpg.Pool, ingestor: Ingestor, key_id: str, actor: dict[str, Any] | None = None
+) -> key_store.ApiKeyRow:
+    async with pool.acquire() as conn:
+        row = await key_store.revoke_api_key(conn, key_id)
+    if row is None:
+        raise NotFoundError(f"no key {key_id!r}")
+    if row.workspace_id is not None:
+        await record_service_event(
+            ingestor,
+            row.workspace_id,
+            "audit_log.api_key.revoked",
+            actor=actor,
+            targets=[{"type": "api_key", "id": row.id, "name": row.name}],
+            metadata={"role": row.role},
+        )
+    return row

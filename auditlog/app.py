@@ -1,0 +1,44 @@
+"""create_app(settings): routes and the lifespan that opens every shared resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Route, WebSocketRoute
+
+from auditlog.config import Settings
+from auditlog.endpoints.health import healthz, readyz
+from auditlog.endpoints.ingest import ingest_events
+from auditlog.graphql_app import AuditLogGraphQL
+from auditlog.runtime import open_services
+from auditlog.schema.root import schema
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, background: bool = True) -> Starlette:
+    """The ASGI app. `background=False` runs no stream workers or maintenance (tests, `worker`)."""
+    settings = settings or Settings.from_env()
+    graphql = AuditLogGraphQL(schema, keep_alive=True, keep_alive_interval=15)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            services = await stack.enter_async_context(open_services(settings))
+            app.state.services = services
+            app.state.background = background
+            yield
+
+    return Starlette(
+        routes=[
+            Route("/v1/events", ingest_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )

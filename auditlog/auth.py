@@ -1,0 +1,126 @@
+"""Who is calling: API keys (stored hashed) and console session JWTs.
+
+A token binds the caller to one workspace and a role. Platform ingest keys
+bind to no workspace: each event names its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import jwt
+
+from auditlog.errors import AuthError, ForbiddenError
+from auditlog.storage.keys import read_api_key
+from auditlog.storage.workspaces import read_workspace
+
+ROLES = ("owner", "admin", "member", "ingest")
+KEY_PREFIX = "alk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    workspace_id: str | None  # None: a platform ingest key
+    role: str
+    key_id: str | None = None  # API keys
+    subject: str | None = None  # console sessions
+    email: str | None = None
+
+    @property
+    def can_read(self) -> bool:
+        return self.role in ("owner", "admin") and self.workspace_id is not None
+
+    @property
+    def can_ingest(self) -> bool:
+        return self.role == "ingest"
+
+    def require_reader(self) -> str:
+        """The workspace to read, or ForbiddenError for a role without the right."""
+        if not self.can_read or self.workspace_id is None:
+            raise ForbiddenError(f"the {self.role} role cannot read the audit log")
+        return self.workspace_id
+
+    def as_actor(self) -> dict[str, Any]:
+        """This caller as the actor of an event the service writes about it."""
+        if self.key_id is not None:
+            return {"type": "API_KEY", "id": self.key_id, "name": None, "email": None}
+        return {"type": "USER", "id": self.subject, "name": None, "email": self.email}
+
+
+def hash_secret(secret: str) -> bytes:
+    # The secret is 256 random bits: a fast hash is enough, a slow KDF adds nothing.
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def new_key_material() -> tuple[str, str, str]:
+    """(key_id, secret, token): the token is what the user keeps."""
+    key_id = "key_" + secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, f"{KEY_PREFIX}{key_id}.{secret}"
+
+
+def split_token(token: str) -> tuple[str, str] | None:
+    if not token.startswith(KEY_PREFIX):
+        return None
+    key_id, _, secret = token[len(KEY_PREFIX) :].partition(".")
+    if not key_id.startswith("key_") or not secret or len(token) > 200:
+        return None
+    return key_id, secret
+
+
+async def authenticate(
+    conn: asyncpg.Connection, authorization: str | None, jwt_secret: str | None
+) -> Principal:
+    """The principal behind an `Authorization: Bearer ...` value, or AuthError."""
+    if not authorization:
+        raise AuthError("missing Authorization header")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    parts = split_token(token)
+    if parts is not None:
+        return await _authenticate_key(conn, *parts)
+    return await _authenticate_jwt(conn, token, jwt_secret)
+
+
+async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) -> Principal:
+    key = await read_api_key(conn, key_id)
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        raise AuthError("invalid API key")
+    if key.revoked_at is not None:
+        raise AuthError("this API key has been revoked")
+    return Principal(workspace_id=key.workspace_id, role=key.role, key_id=key.id)
+
+
+async def _authenticate_jwt(
+    conn: asyncpg.Connection, token: str, jwt_secret: str | None
+) -> Principal:
+    if not jwt_secret:
+        raise AuthError("invalid token")
+    try:
+        claims = jwt.decode(
+            token,
+            jwt_secret,
+            algorithms=["HS256"],  # never 'none', never an algorithm the token picks
+            options={"require": ["exp", "sub", "workspace", "role"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"invalid token: {exc}") from None
+    role, workspace = claims.get("role"), claims.get("workspace")
+    if role not in ("owner", "admin", "member") or not isinstance(workspace, str):
+        raise AuthError("invalid token: role must be owner, admin or member")
+    if await read_workspace(conn, workspace) is None:
+        raise AuthError("invalid token: unknown workspace")
+    email = claims.get("email")
+    return Principal(
+        workspace_id=workspace,
+        role=role,
+        subject=str(claims["sub"]),
+        email=email if isinstance(email, str) else None,
+    )

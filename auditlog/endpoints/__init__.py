@@ -1,0 +1,1 @@
+"""Plain HTTP endpoints (not GraphQL): ingest, health, downloads."""

@@ -1,0 +1,54 @@
+"""GraphQL over HTTP (and websockets) at /graphql, with bearer authentication.
+
+Over HTTP a missing, bad or revoked token is answered with HTTP 401 before the
+document is even parsed; GraphiQL is served to a browser without a token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from auditlog.auth import Principal
+from auditlog.endpoints.common import json_response, principal_of, services_of
+from auditlog.errors import AuthError
+from auditlog.schema.context import Context
+
+
+class AuditLogGraphQL(GraphQL[Context, None]):
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket | None
+    ) -> Context:
+        principal: Principal | None = request.scope.get("auditlog.principal")
+        return Context(
+            services=services_of(request),
+            principal=principal,
+            request_id=request.scope.get("auditlog.request_id") or uuid.uuid4().hex[:12],
+            request=request,
+            response=response,
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        if not wants_ide and request.method in ("GET", "POST"):
+            try:
+                scope["auditlog.principal"] = await principal_of(request)
+            except AuthError as exc:
+                response = json_response(
+                    {"errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}]},
+                    401,
+                    headers={"WWW-Authenticate": 'Bearer realm="auditlog"'},
+                )
+                await response(scope, receive, send)
+                return
+        scope["auditlog.request_id"] = uuid.uuid4().hex[:12]
+        await super().__call__(scope, receive, send)

@@ -1,0 +1,1 @@
+"""Ingest: validate, enrich, append. Independent of HTTP and GraphQL."""

@@ -1,0 +1,291 @@
+"""The ingest service: a batch is validated whole, enriched, and appended in one
+transaction, or refused whole with every error named.
+
+Policy: all or nothing. Idempotent on (workspace, id): an id already stored,
+or repeated inside the batch, is reported as a duplicate and stored once.
+After commit, each touched workspace's channel is notified; the notification
+carries no event (the database is the only truth, DESIGN.md invariant 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from auditlog.catalog import LOGIN_ACTIONS
+from auditlog.errors import BatchRejected, FieldError
+from auditlog.ingest.canonical import canonical_json, format_timestamp
+from auditlog.ingest.enrich import GeoIP, parse_device
+from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
+from auditlog.storage import events as event_store
+from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
+
+log = logging.getLogger(__name__)
+
+Notifier = Callable[[set[str]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    ids: list[str]
+
+
+def uuid7(now_ms: int | None = None) -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7) for events sent without an id."""
+    ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 62) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return uuid.UUID(int=value)
+
+
+def _actor_key(event: EventIn) -> str | None:
+    if event.actor.email:
+        return "email:" + event.actor.email.lower()
+    if event.actor.id:
+        return "id:" + event.actor.id
+    return None
+
+
+def _device_label(device: dict[str, Any] | None) -> str | None:
+    if not device:
+        return None
+    parts = [device.get("browser"), device.get("os"), device.get("device")]
+    label = " / ".join(p for p in parts if p)
+    return label or None
+
+
+@dataclass
+class _Prepared:
+    event: EventIn
+    workspace_id: str
+    location: dict[str, Any] | None
+    device: dict[str, Any] | None
+    anomalies: list[str]
+
+
+class Ingestor:
+    """Appends events. One per process; safe to share between requests."""
+
+    def __init__(self, pool: asyncpg.Pool, geoip: GeoIP, notify: Notifier | None = None) -> None:
+        self._pool = pool
+        self._geoip = geoip
+        self._notify = notify
+        self._known_months: set[tuple[int, int]] = set()
+
+    def validate(
+        self, raw_events: Sequence[Any], scope_workspace: str | None, now: datetime
+    ) -> list[EventIn]:
+        """Shape checks for the whole batch; raises BatchRejected naming every error."""
+        if not raw_events:
+            raise BatchRejected([FieldError(0, "", "the batch holds no event")])
+        if len(raw_events) > MAX_EVENTS:
+            raise BatchRejected(
+                [FieldError(MAX_EVENTS, "", f"a batch holds at most {MAX_EVENTS} events")]
+            )
+        errors: list[FieldError] = []
+        valid: list[EventIn] = []
+        for index, raw in enumerate(raw_events):
+            result = validate_event(raw, index, now)
+            if isinstance(result, list):
+                errors.extend(result)
+                continue
+            if scope_workspace is None and not result.workspace_id:
+                errors.append(FieldError(index, "workspaceId", "is required with a platform key"))
+            elif scope_workspace is not None and result.workspace_id not in (
+                None,
+                scope_workspace,
+            ):
+                errors.append(
+                    FieldError(index, "workspaceId", "does not match the key's workspace")
+                )
+            valid.append(result)
+        if errors:
+            raise BatchRejected(errors)
+        return valid
+
+    @staticmethod
+    def _check_workspaces(
+        events: Sequence[EventIn],
+        scope_workspace: str | None,
+        workspaces: dict[str, WorkspaceRow],
+        now: datetime,
+    ) -> None:
+        errors: list[FieldError] = []
+        for index, event in enumerate(events):
+            ws_id = event.workspace_id or scope_workspace
+            workspace = workspaces.get(ws_id or "")
+            if workspace is None:
+                errors.append(FieldError(index, "workspaceId", "no such workspace"))
+                continue
+            start = workspace.retention_start(now)
+            if start is not None and event.occurred_at < start:
+                errors.append(
+                    FieldError(
+                        index,
+                        "occurredAt",
+                        f"is older than the workspace's retention of "
+                        f"{workspace.retention_days} days",
+                    )
+                )
+        if errors:
+            raise BatchRejected(errors)
+
+    async def ingest(self, raw_events: Sequence[Any], scope_workspace: str | None) -> IngestResult:
+        now = datetime.now(UTC)
+        events = self.validate(raw_events, scope_workspace, now)
+        return await self.append(events, scope_workspace, now)
+
+    async def append(
+        self, events: Sequence[EventIn], scope_workspace: str | None, now: datetime | None = None
+    ) -> IngestResult:
+        """Store validated events (also used by the service for its own audit_log.* events)."""
+        now = now or datetime.now(UTC)
+        events = [self._with_id(e, now) for e in events]
+        ws_ids = sorted({e.workspace_id or scope_workspace or "" for e in events})
+        async with self._pool.acquire() as conn:
+            workspaces = await read_workspaces(conn, ws_ids)
+            self._check_workspaces(events, scope_workspace, workspaces, now)
+            await self._ensure_partitions(conn, events)
+            prepared = [
+                _Prepared(
+                    event=e,
+                    workspace_id=e.workspace_id or scope_workspace or "",
+                    location=self._geoip.lookup(str(e.ip)) if e.ip is not None else None,
+                    device=parse_device(e.user_agent) if e.user_agent else None,
+                    anomalies=[],
+                )
+                for e in events
+            ]
+            async with conn.transaction():
+                fresh = await self._claim(conn, prepared)
+                await self._login_anomalies(conn, fresh)
+                rows = [self._row(p, now) for p in fresh]
+                await event_store.copy_events(conn, rows)
+        if fresh and self._notify is not None:
+            try:
+                await self._notify({p.workspace_id for p in fresh})
+            except Exception:  # readers catch up from the database on their next poll
+                log.exception("live notification failed after commit")
+        return IngestResult(
+            accepted=len(fresh),
+            duplicates=len(events) - len(fresh),
+            ids=[str(e.id) for e in events],
+        )
+
+    @staticmethod
+    def _with_id(event: EventIn, now: datetime) -> EventIn:
+        if event.id_given:
+            return event
+        return replace(event, id=uuid7(int(now.timestamp() * 1000)), id_given=True)
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, events: Iterable[EventIn]) -> None:
+        utc_days = {e.occurred_at.astimezone(UTC).date() for e in events}
+        missing = [d for d in utc_days if (d.year, d.month) not in self._known_months]
+        if missing:
+            await event_store.ensure_partitions(conn, missing)
+            self._known_months.update((d.year, d.month) for d in missing)
+
+    @staticmethod
+    async def _claim(conn: asyncpg.Connection, prepared: list[_Prepared]) -> list[_Prepared]:
+        new = await event_store.claim_event_ids(
+            conn,
+            [p.workspace_id for p in prepared],
+            [p.event.id for p in prepared],
+            [p.event.occurred_at for p in prepared],
+        )
+        fresh: list[_Prepared] = []
+        for p in prepared:
+            key = (p.workspace_id, p.event.id)
+            if key in new:
+                new.discard(key)  # a repeat inside the batch is a duplicate too
+                fresh.append(p)
+        return fresh
+
+    @staticmethod
+    def _login_values(p: _Prepared) -> list[tuple[str, str]]:
+        values: list[tuple[str, str]] = []
+        if p.event.ip is not None:
+            values.append(("ip", str(p.event.ip)))
+        if p.location and p.location.get("countryCode"):
+            values.append(("country", str(p.location["countryCode"])))
+        label = _device_label(p.device)
+        if label:
+            values.append(("device", label))
+        return values
+
+    async def _login_anomalies(self, conn: asyncpg.Connection, fresh: list[_Prepared]) -> None:
+        """Flag logins from an IP, country or device never seen on this actor's
+        successful logins; successful logins then become part of that history."""
+        logins = [p for p in fresh if p.event.action in LOGIN_ACTIONS and _actor_key(p.event)]
+        by_workspace: dict[str, list[_Prepared]] = {}
+        for p in logins:
+            by_workspace.setdefault(p.workspace_id, []).append(p)
+        labels = {"ip": "NEW_IP", "country": "NEW_COUNTRY", "device": "NEW_DEVICE"}
+        for ws_id, items in by_workspace.items():
+            keys = sorted({k for p in items if (k := _actor_key(p.event))})
+            seen = await event_store.read_login_history(conn, ws_id, keys)
+            learned: list[tuple[str, str, str, datetime]] = []
+            for p in sorted(items, key=lambda p: p.event.occurred_at):
+                actor_key = _actor_key(p.event)
+                assert actor_key is not None
+                for kind, value in self._login_values(p):
+                    if (actor_key, kind, value) not in seen:
+                        p.anomalies.append(labels[kind])
+                    if p.event.action == "user.login.success":
+                        seen.add((actor_key, kind, value))
+                        learned.append((actor_key, kind, value, p.event.occurred_at))
+                p.anomalies.sort()
+            await event_store.record_login_history(conn, ws_id, learned)
+
+    @staticmethod
+    def _row(p: _Prepared, now: datetime) -> event_store.EventRow:
+        e = p.event
+        payload = {
+            "id": str(e.id),
+            "workspaceId": p.workspace_id,
+            "occurredAt": format_timestamp(e.occurred_at),
+            "receivedAt": format_timestamp(now),
+            "action": e.action,
+            "category": e.category.value,
+            "actor": {
+                "type": e.actor.type,
+                "id": e.actor.id,
+                "name": e.actor.name,
+                "email": e.actor.email,
+            },
+            "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
+            "ipAddress": str(e.ip) if e.ip is not None else None,
+            "userAgent": e.user_agent,
+            "location": p.location,
+            "device": p.device,
+            "metadata": e.metadata,
+            "anomalies": p.anomalies,
+        }
+        return event_store.EventRow(
+            workspace_id=p.workspace_id,
+            occurred_at=e.occurred_at,
+            id=e.id,
+            received_at=now,
+            action=e.action,
+            category=e.category.value,
+            actor_type=e.actor.type,
+            actor_id=e.actor.id,
+            actor_email=e.actor.email.lower() if e.actor.email else None,
+            ip=e.ip,
+            target_ids=[t.id for t in e.targets if t.id],
+            payload=canonical_json(payload),
+        )

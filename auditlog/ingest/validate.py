@@ -1,0 +1,298 @@
+"""Validation of incoming events: every refusal names the field and the reason.
+
+`validate_event` turns one decoded JSON object into an `EventIn` or a list of
+`FieldError`s. It checks shape and bounds only; checks that need the workspace
+(retention, existence) are made by the ingest service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from auditlog.catalog import CATEGORY_OF, MAIL_CONTENT_KEYS, Category
+from auditlog.errors import FieldError
+from auditlog.storage.events import IPAddress
+
+MAX_EVENTS = 1000
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_METADATA_BYTES = 32 * 1024
+MAX_METADATA_DEPTH = 16
+MAX_TARGETS = 64
+MAX_STRING = 1024
+MAX_USER_AGENT = 2048
+FUTURE_SKEW = timedelta(minutes=5)
+ACTOR_TYPES = frozenset({"USER", "SYSTEM", "API_KEY"})
+_FIELDS = frozenset(
+    {
+        "id",
+        "workspaceId",
+        "occurredAt",
+        "action",
+        "actor",
+        "targets",
+        "ipAddress",
+        "userAgent",
+        "metadata",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    type: str
+    id: str | None
+    name: str | None
+    email: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    type: str
+    id: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """A structurally valid event, before enrichment."""
+
+    id: uuid.UUID
+    id_given: bool
+    workspace_id: str | None
+    occurred_at: datetime
+    action: str
+    category: Category
+    actor: Actor
+    targets: tuple[Target, ...]
+    ip: IPAddress | None
+    user_agent: str | None
+    metadata: dict[str, Any]
+
+
+class _Errors:
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.items: list[FieldError] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.items.append(FieldError(self.index, field, message))
+
+
+def _opt_str(obj: dict[str, Any], key: str, path: str, errors: _Errors) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.add(path, "must be a string")
+        return None
+    if len(value) > MAX_STRING:
+        errors.add(path, f"must be at most {MAX_STRING} characters")
+        return None
+    return value
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An RFC 3339 timestamp with a time zone; raises ValueError otherwise."""
+    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+        raise ValueError("must be an RFC 3339 timestamp such as 2026-11-28T10:00:00Z")
+    parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    if parsed.tzinfo is None:
+        raise ValueError("must carry a time zone (Z or an offset)")
+    return parsed
+
+
+def _actor(raw: Any, errors: _Errors) -> Actor | None:
+    if not isinstance(raw, dict):
+        errors.add("actor", "is required and must be an object with a type")
+        return None
+    unknown = set(raw) - {"type", "id", "name", "email"}
+    if unknown:
+        errors.add(f"actor.{sorted(unknown)[0]}", "is not a known actor field")
+    kind = raw.get("type")
+    if kind not in ACTOR_TYPES:
+        errors.add("actor.type", "must be one of USER, SYSTEM, API_KEY")
+    email = _opt_str(raw, "email", "actor.email", errors)
+    if email is not None and ("@" not in email or email.strip() != email):
+        errors.add("actor.email", "must be an email address")
+    actor_id = _opt_str(raw, "id", "actor.id", errors)
+    name = _opt_str(raw, "name", "actor.name", errors)
+    return Actor(str(kind), actor_id, name, email)
+
+
+def _targets(raw: Any, errors: _Errors) -> tuple[Target, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errors.add("targets", "must be an array")
+        return ()
+    if len(raw) > MAX_TARGETS:
+        errors.add("targets", f"must hold at most {MAX_TARGETS} targets")
+        return ()
+    out: list[Target] = []
+    for i, item in enumerate(raw):
+        path = f"targets[{i}]"
+        if not isinstance(item, dict):
+            errors.add(path, "must be an object with a type")
+            continue
+        unknown = set(item) - {"type", "id", "name"}
+        if unknown:
+            errors.add(f"{path}.{sorted(unknown)[0]}", "is not a known target field")
+        kind = item.get("type")
+        if not isinstance(kind, str) or not kind or len(kind) > 128:
+            errors.add(f"{path}.type", "is required: a string of 1 to 128 characters")
+            continue
+        out.append(
+            Target(
+                kind,
+                _opt_str(item, "id", f"{path}.id", errors),
+                _opt_str(item, "name", f"{path}.name", errors),
+            )
+        )
+    return tuple(out)
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """True when value nests no deeper than limit."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _content_key(value: Any, path: str) -> str | None:
+    """The path of the first key that would carry mail content, if any."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            here = f"{path}.{key}"
+            if key.lower() in MAIL_CONTENT_KEYS:
+                return here
+            found = _content_key(inner, here)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found = _content_key(inner, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _metadata(raw: Any, category: Category | None, errors: _Errors) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.add("metadata", "must be a JSON object")
+        return {}
+    try:
+        size = len(orjson.dumps(raw))
+    except (TypeError, orjson.JSONEncodeError):
+        errors.add("metadata", "holds a value JSON cannot carry (integers are limited to 64 bits)")
+        return {}
+    if size > MAX_METADATA_BYTES:
+        errors.add("metadata", f"is {size} bytes; at most {MAX_METADATA_BYTES} are allowed")
+        return {}
+    if not _depth(raw, MAX_METADATA_DEPTH):
+        errors.add("metadata", f"nests deeper than {MAX_METADATA_DEPTH} levels")
+        return {}
+    if category is Category.COMMUNICATION:
+        found = _content_key(raw, "metadata")
+        if found:
+            errors.add(found, "mail events never store message content")
+    return raw
+
+
+def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldError]:
+    errors = _Errors(index)
+    if not isinstance(raw, dict):
+        errors.add("", "each event must be a JSON object")
+        return errors.items
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        errors.add(sorted(unknown)[0], "is not a known event field")
+
+    event_id = uuid.uuid4()
+    id_given = raw.get("id") is not None
+    if id_given:
+        try:
+            if not isinstance(raw["id"], str):
+                raise ValueError
+            event_id = uuid.UUID(raw["id"])
+        except ValueError:
+            errors.add("id", "must be a UUID")
+
+    workspace_id = raw.get("workspaceId")
+    if workspace_id is not None and not isinstance(workspace_id, str):
+        errors.add("workspaceId", "must be a string")
+        workspace_id = None
+
+    occurred_at: datetime | None = None
+    if raw.get("occurredAt") is None:
+        errors.add("occurredAt", "is required")
+    else:
+        try:
+            occurred_at = parse_timestamp(raw["occurredAt"])
+        except ValueError as exc:
+            errors.add("occurredAt", str(exc) if "must" in str(exc) else "is not RFC 3339")
+        else:
+            if occurred_at > now + FUTURE_SKEW:
+                errors.add("occurredAt", "is more than 5 minutes in the future")
+
+    action = raw.get("action")
+    category: Category | None = None
+    if not isinstance(action, str) or not action:
+        errors.add("action", "is required")
+    else:
+        category = CATEGORY_OF.get(action)
+        if category is None:
+            errors.add("action", f"{action[:100]!r} is not in the event catalog")
+
+    actor = _actor(raw.get("actor"), errors)
+    targets = _targets(raw.get("targets"), errors)
+
+    ip: IPAddress | None = None
+    if raw.get("ipAddress") is not None:
+        try:
+            if not isinstance(raw["ipAddress"], str):
+                raise ValueError
+            ip = ipaddress.ip_address(raw["ipAddress"])
+        except ValueError:
+            errors.add("ipAddress", "must be an IPv4 or IPv6 address")
+
+    user_agent = raw.get("userAgent")
+    if user_agent is not None and (
+        not isinstance(user_agent, str) or len(user_agent) > MAX_USER_AGENT
+    ):
+        errors.add("userAgent", f"must be a string of at most {MAX_USER_AGENT} characters")
+        user_agent = None
+
+    metadata = _metadata(raw.get("metadata"), category, errors)
+
+    if errors.items:
+        return errors.items
+    assert occurred_at is not None and category is not None and actor is not None
+    assert isinstance(action, str)
+    return EventIn(
+        id=event_id,
+        id_given=id_given,
+        workspace_id=workspace_id,
+        occurred_at=occurred_at,
+        action=action,
+        category=category,
+        actor=actor,
+        targets=targets,
+        ip=ip,
+        user_agent=user_agent,
+        metadata=metadata,
+    )

@@ -1,0 +1,1 @@
+"""Thin resolvers: authorize, call storage/ingest/streaming, convert, map errors."""

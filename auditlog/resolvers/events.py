@@ -1,0 +1,138 @@
+"""Reading the log: auditEvents (keyset pages both ways), auditEvent, catalog, workspace."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import strawberry
+
+from auditlog.catalog import CATALOG
+from auditlog.cursors import Cursor
+from auditlog.errors import BadInputError, NotFoundError
+from auditlog.schema.context import Context
+from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.types import (
+    AuditEvent,
+    AuditEventConnection,
+    AuditEventEdge,
+    EventCatalogEntry,
+    PageInfo,
+    Workspace,
+)
+from auditlog.storage import events as event_store
+from auditlog.storage.workspaces import WorkspaceRow, read_workspace
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+
+
+def _page_size(value: int | None, argument: str) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if not 0 <= value <= MAX_PAGE:
+        raise BadInputError(argument, f"must be between 0 and {MAX_PAGE}")
+    return value
+
+
+async def _workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
+    async with ctx.services.pool.acquire() as conn:
+        row = await read_workspace(conn, workspace_id)
+    if row is None:
+        raise NotFoundError("workspace not found")
+    return row
+
+
+async def audit_events(
+    ctx: Context,
+    filter: AuditEventFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None,
+    before: str | None,
+) -> AuditEventConnection:
+    workspace_id = ctx.reader_workspace()
+    if first is not None and last is not None:
+        raise BadInputError("last", "use either first or last, not both")
+    flt = (filter or AuditEventFilter()).to_filter()
+    codec = ctx.services.cursors
+    after_c = codec.decode(workspace_id, after, "after") if after else None
+    before_c = codec.decode(workspace_id, before, "before") if before else None
+    backward = last is not None or (before_c is not None and first is None)
+    size = _page_size(last if backward else first, "last" if backward else "first")
+    workspace = await _workspace(ctx, workspace_id)
+    retention = workspace.retention_start(datetime.now(UTC))
+
+    def pos(c: Cursor | None) -> event_store.TimePosition | None:
+        return event_store.TimePosition(c.occurred_at, c.seq) if c else None
+
+    async with ctx.services.pool.acquire() as conn:
+        if not backward:
+            # Newest first: `after` is a position higher up the list, so read older than it.
+            rows = await event_store.read_events_page(
+                conn,
+                workspace_id,
+                flt,
+                limit=size + 1,
+                older_than=pos(after_c),
+                newer_than=pos(before_c),
+                retention_start=retention,
+            )
+            has_more = len(rows) > size
+            rows = rows[:size]
+            has_next, has_previous = has_more, after_c is not None
+        else:
+            rows = await event_store.read_events_page(
+                conn,
+                workspace_id,
+                flt,
+                limit=size + 1,
+                older_than=pos(after_c),
+                newer_than=pos(before_c),
+                oldest_first=True,
+                retention_start=retention,
+            )
+            has_more = len(rows) > size
+            rows = rows[-size:] if size else []
+            has_next, has_previous = before_c is not None, has_more
+    edges = [
+        AuditEventEdge(
+            cursor=codec.encode(workspace_id, r.occurred_at, r.seq, r.xid),
+            node=AuditEvent.from_payload_text(r.payload),
+        )
+        for r in rows
+    ]
+    return AuditEventConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
+
+
+async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
+    workspace_id = ctx.reader_workspace()
+    try:
+        event_id = uuid.UUID(str(id))
+    except ValueError:
+        return None  # no event can have that id
+    workspace = await _workspace(ctx, workspace_id)
+    async with ctx.services.pool.acquire() as conn:
+        row = await event_store.read_event_by_id(
+            conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))
+        )
+    return AuditEvent.from_payload_text(row.payload) if row else None
+
+
+def event_catalog() -> list[EventCatalogEntry]:
+    return [EventCatalogEntry.from_entry(e) for e in CATALOG]
+
+
+async def workspace(ctx: Context) -> Workspace:
+    if ctx.principal is None or ctx.principal.workspace_id is None:
+        ctx.reader_workspace()
+    assert ctx.principal is not None and ctx.principal.workspace_id is not None
+    return Workspace.from_row(await _workspace(ctx, ctx.principal.workspace_id))

@@ -1,0 +1,71 @@
+"""The service's shared resources, opened once and closed once.
+
+`open_services` is used by the web app's lifespan and by CLI commands that
+need the database (keys, workspaces), so both see the same wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from auditlog.config import Settings
+from auditlog.cursors import CursorCodec
+from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.service import Ingestor
+from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
+from auditlog.storage.migrations import apply_migrations
+from auditlog.streaming.bus import LiveBus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database_url: str
+    pool: asyncpg.Pool
+    geoip: GeoIP
+    bus: LiveBus
+    ingestor: Ingestor
+    cursors: CursorCodec
+
+
+async def migrate(database_url: str) -> list[str]:
+    async with owner_connection(database_url) as conn:
+        return await apply_migrations(conn)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, run_migrations: bool = True, pool_size: int = 10
+) -> AsyncIterator[Services]:
+    settings = settings.with_secret_key()
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+    if run_migrations:
+        applied = await migrate(url)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+    pool = await create_pool(url, max_size=pool_size)
+    geoip = GeoIP(settings.geoip_db)
+    bus = LiveBus(settings.redis_url)
+    try:
+        await bus.connect()
+        ingestor = Ingestor(pool, geoip, bus.notify)
+        yield Services(
+            settings=settings,
+            database_url=url,
+            pool=pool,
+            geoip=geoip,
+            bus=bus,
+            ingestor=ingestor,
+            cursors=CursorCodec(settings.secret_key),
+        )
+    finally:
+        await bus.disconnect()
+        geoip.close()
+        await pool.close()

@@ -1,0 +1,1 @@
+"""GraphQL types, inputs, permissions and context. No SQL here."""

@@ -1,0 +1,73 @@
+"""The schema: Query, Mutation and Subscription assembled from each concept's resolvers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from auditlog.resolvers import events as event_resolvers
+from auditlog.schema.context import Info
+from auditlog.schema.errors import ErrorCodes
+from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.scalars import SCALAR_MAP
+from auditlog.schema.types import (
+    AuditEvent,
+    AuditEventConnection,
+    EventCatalogEntry,
+    Workspace,
+)
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
+    async def audit_events(
+        self,
+        info: Info,
+        filter: AuditEventFilter | None = None,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> AuditEventConnection:
+        return await event_resolvers.audit_events(info.context, filter, first, after, last, before)
+
+    @strawberry.field
+    async def audit_event(self, info: Info, id: strawberry.ID) -> AuditEvent | None:
+        return await event_resolvers.audit_event(info.context, id)
+
+    @strawberry.field
+    def event_catalog(self) -> list[EventCatalogEntry]:
+        return event_resolvers.event_catalog()
+
+    @strawberry.field
+    async def workspace(self, info: Info) -> Workspace:
+        return await event_resolvers.workspace(info.context)
+
+
+def build_schema() -> strawberry.Schema:
+    # Factories: a fresh extension per request. The parse and validation caches
+    # live at module level in Strawberry, shared by every request.
+    extensions: list[Any] = [
+        lambda: QueryDepthLimiter(max_depth=10),
+        lambda: MaxAliasesLimiter(max_alias_count=20),
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        ErrorCodes,
+    ]
+    return strawberry.Schema(
+        query=Query,
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),
+        extensions=extensions,
+    )
+
+
+schema = build_schema()

@@ -1,0 +1,331 @@
+"""The event store: append (idempotent, COPY) and keyset reads.
+
+Positions: every event has (occurred_at, seq) for newest-first reading, and
+(xid, seq) for ingest order. Readers that resume in ingest order only read
+below the safe watermark (`xid < pg_snapshot_xmin(pg_current_snapshot())`),
+so an event whose transaction commits late is never skipped (DESIGN.md, 3).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Columns written at ingest, in COPY order; seq and xid come from their defaults.
+INSERT_COLUMNS = (
+    "workspace_id",
+    "occurred_at",
+    "id",
+    "received_at",
+    "action",
+    "category",
+    "actor_type",
+    "actor_id",
+    "actor_email",
+    "ip",
+    "target_ids",
+    "payload",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One event as written: indexed columns plus the canonical payload."""
+
+    workspace_id: str
+    occurred_at: datetime
+    id: uuid.UUID
+    received_at: datetime
+    action: str
+    category: str
+    actor_type: str
+    actor_id: str | None
+    actor_email: str | None
+    ip: IPAddress | None
+    target_ids: list[str]
+    payload: str
+
+    def as_copy_record(self) -> tuple[object, ...]:
+        return (
+            self.workspace_id,
+            self.occurred_at,
+            self.id,
+            self.received_at,
+            self.action,
+            self.category,
+            self.actor_type,
+            self.actor_id,
+            self.actor_email,
+            self.ip,
+            self.target_ids,
+            self.payload,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as read back: its positions and the stored payload text."""
+
+    workspace_id: str
+    occurred_at: datetime
+    seq: int
+    xid: int
+    payload: str
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """A validated filter; the workspace always comes from the caller's principal."""
+
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    actor_email: str | None = None  # lower-cased
+    actor_id: str | None = None
+    categories: list[str] | None = None
+    actions: list[str] | None = None  # expanded from patterns, exact names only
+    ip_network: IPNetwork | None = None
+    target_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimePosition:
+    """A keyset position in newest-first order."""
+
+    occurred_at: datetime
+    seq: int
+
+
+async def ensure_partitions(conn: asyncpg.Connection, days: Sequence[date]) -> None:
+    """Make sure a partition exists for every given day (created by the owner function)."""
+    months = sorted({d.replace(day=1) for d in days})
+    for month in months:
+        await conn.execute("SELECT auditlog_ensure_partition($1)", month)
+
+
+async def claim_event_ids(
+    conn: asyncpg.Connection,
+    workspace_ids: list[str],
+    ids: list[uuid.UUID],
+    occurred: list[datetime],
+) -> set[tuple[str, uuid.UUID]]:
+    """Record ids in the idempotency ledger; return those that were new.
+
+    A concurrent transaction claiming the same id makes this wait for it, then
+    reports the id as taken: two identical batches racing store one copy.
+    """
+    records = await conn.fetch(
+        """INSERT INTO audit_event_ids (workspace_id, id, occurred_at)
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
+           ON CONFLICT DO NOTHING
+           RETURNING workspace_id, id""",
+        workspace_ids,
+        ids,
+        occurred,
+    )
+    return {(r["workspace_id"], r["id"]) for r in records}
+
+
+async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> None:
+    """COPY rows into audit_events in the given order (seq follows that order)."""
+    await conn.copy_records_to_table(
+        "audit_events",
+        records=[row.as_copy_record() for row in rows],
+        columns=INSERT_COLUMNS,
+    )
+
+
+async def read_login_history(
+    conn: asyncpg.Connection, workspace_id: str, actor_keys: list[str]
+) -> set[tuple[str, str, str]]:
+    """(actor_key, kind, value) already seen on successful logins of these actors."""
+    records = await conn.fetch(
+        """SELECT actor_key, kind, value FROM actor_logins_seen
+           WHERE workspace_id = $1 AND actor_key = ANY($2::text[])""",
+        workspace_id,
+        actor_keys,
+    )
+    return {(r["actor_key"], r["kind"], r["value"]) for r in records}
+
+
+async def record_login_history(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    seen: Sequence[tuple[str, str, str, datetime]],
+) -> None:
+    """Upsert (actor_key, kind, value, occurred_at) seen on successful logins."""
+    if not seen:
+        return
+    await conn.execute(
+        """INSERT INTO actor_logins_seen AS s
+               (workspace_id, actor_key, kind, value, first_seen, last_seen, count)
+           SELECT $1, k, kind, v, min(t), max(t), count(*)
+           FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(k, kind, v, t)
+           GROUP BY k, kind, v
+           ON CONFLICT (workspace_id, actor_key, kind, value) DO UPDATE SET
+               first_seen = least(s.first_seen, excluded.first_seen),
+               last_seen = greatest(s.last_seen, excluded.last_seen),
+               count = s.count + excluded.count""",
+        workspace_id,
+        [s[0] for s in seen],
+        [s[1] for s in seen],
+        [s[2] for s in seen],
+        [s[3] for s in seen],
+    )
+
+
+def _filter_sql(
+    flt: EventFilter, args: list[object], retention_start: datetime | None
+) -> list[str]:
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where: list[str] = []
+    lower = flt.occurred_from
+    if retention_start is not None and (lower is None or lower < retention_start):
+        lower = retention_start
+    if lower is not None:
+        where.append(f"occurred_at >= {arg(lower)}")
+    if flt.occurred_to is not None:
+        where.append(f"occurred_at < {arg(flt.occurred_to)}")
+    if flt.actor_email is not None:
+        where.append(f"actor_email = {arg(flt.actor_email)}")
+    if flt.actor_id is not None:
+        where.append(f"actor_id = {arg(flt.actor_id)}")
+    if flt.categories is not None:
+        where.append(f"category = ANY({arg(flt.categories)}::text[])")
+    if flt.actions is not None:
+        where.append(f"action = ANY({arg(flt.actions)}::text[])")
+    if flt.ip_network is not None:
+        net = flt.ip_network
+        if net.num_addresses == 1:
+            where.append(f"ip = {arg(net.network_address)}::inet")
+        else:
+            where.append(f"ip <<= {arg(net)}::cidr")
+    if flt.target_id is not None:
+        where.append(f"target_ids @> ARRAY[{arg(flt.target_id)}::text]")
+    return where
+
+
+async def read_events_page(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    flt: EventFilter,
+    *,
+    limit: int,
+    older_than: TimePosition | None = None,
+    newer_than: TimePosition | None = None,
+    oldest_first: bool = False,
+    retention_start: datetime | None = None,
+) -> list[StoredEvent]:
+    """At most `limit` events strictly between the positions, returned newest first.
+
+    The `limit` rows taken are the newest ones, or with `oldest_first` the oldest
+    ones (for paging backwards from `newer_than`); the result is newest first either way.
+    """
+    args: list[object] = [workspace_id]
+    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start)]
+    if older_than is not None:
+        args += [older_than.occurred_at, older_than.seq]
+        where.append(f"(occurred_at, seq) < (${len(args) - 1}, ${len(args)})")
+    if newer_than is not None:
+        args += [newer_than.occurred_at, newer_than.seq]
+        where.append(f"(occurred_at, seq) > (${len(args) - 1}, ${len(args)})")
+    order = "ASC" if oldest_first else "DESC"
+    args.append(limit)
+    sql = f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
+              FROM audit_events WHERE {" AND ".join(where)}
+              ORDER BY occurred_at {order}, seq {order} LIMIT ${len(args)}"""
+    records = await conn.fetch(sql, *args)
+    rows = [
+        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
+        for r in records
+    ]
+    if oldest_first:
+        rows.reverse()
+    return rows
+
+
+async def read_event_by_id(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    event_id: uuid.UUID,
+    retention_start: datetime | None = None,
+) -> StoredEvent | None:
+    """One event by id; the ledger gives its occurred_at so one partition is read."""
+    record = await conn.fetchrow(
+        """SELECT e.workspace_id, e.occurred_at, e.seq, e.xid::text::bigint AS xid, e.payload
+           FROM audit_event_ids i
+           JOIN audit_events e
+             ON e.workspace_id = i.workspace_id AND e.occurred_at = i.occurred_at AND e.id = i.id
+           WHERE i.workspace_id = $1 AND i.id = $2
+             AND ($3::timestamptz IS NULL OR e.occurred_at >= $3)""",
+        workspace_id,
+        event_id,
+        retention_start,
+    )
+    if record is None:
+        return None
+    return StoredEvent(
+        record["workspace_id"],
+        record["occurred_at"],
+        record["seq"],
+        record["xid"],
+        record["payload"],
+    )
+
+
+async def read_events_since(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    *,
+    after_xid: int,
+    after_seq: int,
+    limit: int,
+    retention_start: datetime | None = None,
+) -> list[StoredEvent]:
+    """Events in ingest order after (xid, seq), only below the safe watermark.
+
+    Everything returned is final: no transaction that could still add an event
+    before the last row returned is running.
+    """
+    records = await conn.fetch(
+        """SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
+           FROM audit_events
+           WHERE workspace_id = $1
+             AND (xid, seq) > ($2::text::xid8, $3)
+             AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             AND ($5::timestamptz IS NULL OR occurred_at >= $5)
+           ORDER BY xid, seq
+           LIMIT $4""",
+        workspace_id,
+        str(after_xid),
+        after_seq,
+        limit,
+        retention_start,
+    )
+    return [
+        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
+        for r in records
+    ]
+
+
+async def read_safe_watermark(conn: asyncpg.Connection, workspace_id: str) -> tuple[int, int]:
+    """The last (xid, seq) of this workspace that is final now, or (0, 0)."""
+    record = await conn.fetchrow(
+        """SELECT xid::text::bigint AS xid, seq FROM audit_events
+           WHERE workspace_id = $1 AND xid < pg_snapshot_xmin(pg_current_snapshot())
+           ORDER BY xid DESC, seq DESC LIMIT 1""",
+        workspace_id,
+    )
+    if record is None:
+        return (0, 0)
+    return (record["xid"], record["seq"])

@@ -1,0 +1,71 @@
+"""API keys: only a hash of the secret is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: str
+    workspace_id: str | None
+    role: str
+    name: str | None
+    secret_hash: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+_COLUMNS = "id, workspace_id, role, name, secret_hash, created_at, revoked_at"
+
+
+def _row(record: asyncpg.Record) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=record["id"],
+        workspace_id=record["workspace_id"],
+        role=record["role"],
+        name=record["name"],
+        secret_hash=bytes(record["secret_hash"]),
+        created_at=record["created_at"],
+        revoked_at=record["revoked_at"],
+    )
+
+
+async def insert_api_key(
+    conn: asyncpg.Connection,
+    *,
+    key_id: str,
+    workspace_id: str | None,
+    role: str,
+    name: str | None,
+    secret_hash: bytes,
+) -> ApiKeyRow:
+    record = await conn.fetchrow(
+        f"""INSERT INTO api_keys (id, workspace_id, role, name, secret_hash)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}""",
+        key_id,
+        workspace_id,
+        role,
+        name,
+        secret_hash,
+    )
+    assert record is not None
+    return _row(record)
+
+
+async def read_api_key(conn: asyncpg.Connection, key_id: str) -> ApiKeyRow | None:
+    record = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE id = $1", key_id)
+    return _row(record) if record else None
+
+
+async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> ApiKeyRow | None:
+    """Mark a key revoked; returns the key (already revoked keys keep their first time)."""
+    record = await conn.fetchrow(
+        f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
+            WHERE id = $1 RETURNING {_COLUMNS}""",
+        key_id,
+    )
+    return _row(record) if record else None

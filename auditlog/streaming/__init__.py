@@ -1,0 +1,1 @@
+"""Live fan-out (broadcaster) and delivery to streaming destinations."""

@@ -1,0 +1,56 @@
+"""The database itself refuses to rewrite the log."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from auditlog.runtime import Services
+from tests.conftest import WorkspaceKeys, event
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET action = 'x' WHERE workspace_id = $1",
+        "DELETE FROM audit_events WHERE workspace_id = $1",
+        "UPDATE audit_event_ids SET occurred_at = now() WHERE workspace_id = $1",
+        "DELETE FROM audit_event_ids WHERE workspace_id = $1",
+    ],
+)
+async def test_runtime_role_cannot_change_events(
+    workspace: WorkspaceKeys, services: Services, statement: str
+) -> None:
+    await workspace.ingest([event()])
+    async with services.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT current_user") == "auditlog_runtime"
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement, workspace.id)
+
+
+async def test_runtime_role_cannot_truncate(services: Services) -> None:
+    async with services.pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("TRUNCATE audit_events")
+
+
+async def test_trigger_refuses_even_the_owner(workspace: WorkspaceKeys, services: Services) -> None:
+    await workspace.ingest([event()])
+    conn = await asyncpg.connect(services.database_url)
+    try:
+        for statement in (
+            "UPDATE audit_events SET action = 'x' WHERE workspace_id = $1",
+            "DELETE FROM audit_events WHERE workspace_id = $1",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+                await conn.execute(statement, workspace.id)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute("TRUNCATE audit_events")
+        partition = await conn.fetchval(
+            "SELECT tableoid::regclass::text FROM audit_events WHERE workspace_id = $1 LIMIT 1",
+            workspace.id,
+        )
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(f'TRUNCATE "{partition}"')
+    finally:
+        await conn.close()
