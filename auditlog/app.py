@@ -13,6 +13,7 @@ from auditlog.config import Settings
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
+from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
 
@@ -30,6 +31,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
             app.state.background = background
+            if background:
+                app.state.maintenance = await stack.enter_async_context(
+                    MaintenanceScheduler(services.database_url).running()
+                )
             yield
 
     return Starlette(

@@ -37,6 +37,22 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.jobs.maintenance import run_maintenance
+
+    if not 1 <= args.batch_size <= 50_000:
+        raise BadInputError("--batch-size", "must be between 1 and 50000")
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+
+    async def main() -> int:
+        await migrate(url)
+        report = await run_maintenance(url, batch_size=args.batch_size)
+        print(report.summary())
+        return 0
+
+    return asyncio.run(main())
+
+
 def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
     async def action(services: Services) -> int:
         if args.workspaces_command == "create":
@@ -135,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(
         handler=cmd_export_schema
     )
+
+    maintain = sub.add_parser(
+        "maintain", help="one pass: partitions ahead, retention purge (see docs/retention.md)"
+    )
+    maintain.add_argument(
+        "--batch-size", type=int, default=5000, help="events deleted per short transaction"
+    )
+    maintain.set_defaults(handler=cmd_maintain)
 
     ws = sub.add_parser("workspaces", help="create workspaces, change plans")
     ws_sub = ws.add_subparsers(dest="workspaces_command", required=True)

@@ -197,7 +197,12 @@ class Ingestor:
         missing = [d for d in utc_days if (d.year, d.month) not in self._known_months]
         if missing:
             await event_store.ensure_partitions(conn, missing)
-            self._known_months.update((d.year, d.month) for d in missing)
+            # Past months may be dropped by the retention purge: only the current
+            # and later months are remembered; a late event asks the database.
+            today = datetime.now(UTC).date()
+            self._known_months.update(
+                (d.year, d.month) for d in missing if (d.year, d.month) >= (today.year, today.month)
+            )
 
     @staticmethod
     async def _claim(conn: asyncpg.Connection, prepared: list[_Prepared]) -> list[_Prepared]:

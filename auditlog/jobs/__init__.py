@@ -1,0 +1,1 @@
+"""Periodic work (partitions ahead, retention purge), each job with run_once() for tests."""

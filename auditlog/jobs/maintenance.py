@@ -1,0 +1,74 @@
+"""One maintenance pass: partitions ahead, then the retention purge.
+
+Policy: maintenance connects as the owner (DATABASE_URL), because dropping a
+partition needs ownership and because the runtime role must never be able to
+delete anything, not even through the purge functions. One runner at a time
+across every process: the pass holds a session-level advisory lock on its own
+connection (pg_try_advisory_lock); a runner that finds it taken does nothing
+and says so. The lock goes with the connection if the process dies.
+
+Integrity sealing (signed hash trees over each workspace's log, DESIGN.md 7)
+is not part of this pass yet: it belongs here, after the purge, when built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from auditlog.jobs import partitions, retention
+from auditlog.storage import retention as store
+from auditlog.storage.database import owner_connection
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_LOCK_KEY = 7_311_402_119  # arbitrary, fixed: "auditlog maintenance"
+
+
+@dataclass
+class MaintenanceReport:
+    ran: bool  # False: another runner held the lock, nothing was done
+    partitions_created: list[str] = field(default_factory=list)
+    retention: retention.RetentionReport = field(default_factory=retention.RetentionReport)
+
+    def summary(self) -> str:
+        if not self.ran:
+            return "maintenance: another runner is active; nothing done"
+        lines = [
+            "maintenance: partitions created: "
+            + (", ".join(self.partitions_created) or "none (already there)")
+        ]
+        for record in self.retention.purged:
+            where = (
+                f"partition {record.partition_name}"
+                if record.method == "partition"
+                else f"workspace {record.workspace_ids[0]}"
+            )
+            lines.append(
+                f"maintenance: purged {where}: {record.events_deleted} events, "
+                f"{record.ids_deleted} ids older than {record.purged_before.isoformat()}"
+            )
+        for name in self.retention.deferred_partitions:
+            lines.append(f"maintenance: partition {name} kept for the next pass (lock busy)")
+        if not self.retention.purged:
+            lines.append("maintenance: nothing expired")
+        lines.append("maintenance: integrity sealing is not implemented yet")
+        return "\n".join(lines)
+
+
+async def run_maintenance(
+    database_url: str, *, batch_size: int = retention.BATCH_SIZE
+) -> MaintenanceReport:
+    """One pass, unless another process is running one right now."""
+    async with owner_connection(database_url) as conn:
+        if not await store.try_lock_maintenance(conn, MAINTENANCE_LOCK_KEY):
+            log.info("maintenance: another runner holds the lock; skipping this pass")
+            return MaintenanceReport(ran=False)
+        try:
+            created = await partitions.run_once(conn)
+            purged = await retention.run_once(conn, batch_size=batch_size)
+        finally:
+            await store.unlock_maintenance(conn, MAINTENANCE_LOCK_KEY)
+    if created:
+        log.info("maintenance: created partitions %s", ", ".join(created))
+    return MaintenanceReport(ran=True, partitions_created=created, retention=purged)

@@ -1,0 +1,140 @@
+"""The retention purge: expired events removed for good.
+
+Policy, per pass:
+1. A partition lying wholly in the past whose every workspace has expired all
+   its rows in it is dropped whole: its workspaces' ledger ids go first (in
+   short batches), then one short transaction takes the parent's lock NOWAIT
+   (retried a few times, never queued: a queued ACCESS EXCLUSIVE request would
+   stall every ingest and read behind it), checks again under that lock, and
+   detaches and drops it. When the lock stays busy the drop waits for the next pass.
+2. Every other expired event (a workspace sharing its months with workspaces
+   that keep theirs) is deleted row by row through auditlog_purge_events, the
+   one function allowed past the append-only guard, in batches of BATCH_SIZE,
+   each its own short transaction: no long lock, and no long-running writing
+   transaction holding back the safe watermark of streams and live tail.
+Expired means older than the workspace's retention as the database sees it
+now; the bound is computed by the database, never passed in. A downgrade
+therefore applies from the next pass (reads hide expired events at once).
+Every drop and every workspace purged is logged with counts, in the log and in
+the append-only table retention_purge_log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from auditlog.storage import retention as store
+from auditlog.storage.retention import PurgeRecord
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 5_000
+LOCK_ATTEMPTS = 20
+LOCK_TIMEOUT_MS = 200  # the partition itself; the parent is taken NOWAIT
+
+
+@dataclass
+class RetentionReport:
+    purged: list[PurgeRecord] = field(default_factory=list)
+    deferred_partitions: list[str] = field(default_factory=list)
+
+    @property
+    def events_deleted(self) -> int:
+        return sum(r.events_deleted for r in self.purged)
+
+
+async def run_once(conn: asyncpg.Connection, *, batch_size: int = BATCH_SIZE) -> RetentionReport:
+    """One purge pass on an owner connection (outside any transaction)."""
+    report = RetentionReport()
+    for partition in await store.read_partitions(conn):
+        if await store.partition_expired(conn, partition.name):
+            await _drop_partition(conn, partition, batch_size, report)
+    for workspace in await store.read_limited_workspaces(conn):
+        await _purge_rows(conn, workspace.id, batch_size, report)
+    return report
+
+
+async def _drop_partition(
+    conn: asyncpg.Connection,
+    partition: store.PartitionRange,
+    batch_size: int,
+    report: RetentionReport,
+) -> None:
+    workspaces = await store.read_partition_workspaces(conn, partition.name)
+    events = await store.count_partition_events(conn, partition.name)
+    ids = 0
+    for workspace_id in workspaces:
+        while True:
+            deleted = await store.purge_event_ids_batch(
+                conn, workspace_id, partition.range_to, batch_size
+            )
+            ids += deleted
+            if deleted < batch_size:
+                break
+    dropped = await _drop_when_free(conn, partition.name)
+    if not dropped:
+        report.deferred_partitions.append(partition.name)
+        log.warning(
+            "retention: partition %s kept for now (busy or no longer expired)", partition.name
+        )
+    record = PurgeRecord(
+        "partition",
+        workspaces,
+        partition.name,
+        partition.range_to,
+        events if dropped else 0,
+        ids,
+    )
+    if dropped or ids:
+        await store.insert_purge_record(conn, record)
+        report.purged.append(record)
+        log.info(
+            "retention: dropped partition %s (%d events, %d ids; workspaces %s)",
+            partition.name,
+            record.events_deleted,
+            ids,
+            ", ".join(workspaces) or "none",
+        )
+
+
+async def _drop_when_free(conn: asyncpg.Connection, partition: str) -> bool:
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            return await store.drop_expired_partition(
+                conn, partition, lock_timeout_ms=LOCK_TIMEOUT_MS
+            )
+        except asyncpg.LockNotAvailableError:
+            await asyncio.sleep(0.05 * (attempt + 1))
+    return False
+
+
+async def _purge_rows(
+    conn: asyncpg.Connection, workspace_id: str, batch_size: int, report: RetentionReport
+) -> None:
+    bound = await store.read_purge_bound(conn, workspace_id)
+    if bound is None:
+        return
+    events = ids = 0
+    while True:
+        batch_events, batch_ids = await store.purge_events_batch(
+            conn, workspace_id, bound, batch_size
+        )
+        events += batch_events
+        ids += batch_ids
+        if batch_events < batch_size:
+            break
+    if events or ids:
+        record = PurgeRecord("rows", [workspace_id], None, bound, events, ids)
+        await store.insert_purge_record(conn, record)
+        report.purged.append(record)
+        log.info(
+            "retention: purged %d events and %d ids of workspace %s older than %s",
+            events,
+            ids,
+            workspace_id,
+            bound.isoformat(),
+        )

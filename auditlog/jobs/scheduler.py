@@ -1,0 +1,49 @@
+"""Maintenance inside `serve`: a pass at start, then one every interval.
+
+Policy: every serving process with background work runs the scheduler; the
+advisory lock in run_maintenance makes the passes of several processes take
+turns instead of doubling up. A failed pass is logged and retried at the next
+interval; it never stops the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from auditlog.jobs.maintenance import MaintenanceReport, run_maintenance
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_INTERVAL_SECONDS = 600.0
+
+
+class MaintenanceScheduler:
+    def __init__(
+        self, database_url: str, *, interval: float = MAINTENANCE_INTERVAL_SECONDS
+    ) -> None:
+        self._database_url = database_url
+        self._interval = interval
+        self.passes: list[MaintenanceReport] = []
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                report = await run_maintenance(self._database_url)
+                self.passes.append(report)
+                self.passes[:] = self.passes[-10:]
+            except Exception:  # logged; the next pass tries again
+                log.exception("maintenance pass failed")
+            await asyncio.sleep(self._interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[MaintenanceScheduler]:
+        task = asyncio.create_task(self._loop(), name="auditlog-maintenance")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
