@@ -14,6 +14,7 @@ import pytest
 
 from auditlog import accounts
 from auditlog.jobs.maintenance import MAINTENANCE_LOCK_KEY, MaintenanceReport, run_maintenance
+from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.runtime import Services
 from auditlog.storage.retention import read_purge_records
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
@@ -198,3 +199,16 @@ async def test_maintenance_creates_the_months_ahead(
     for _ in range(3):
         assert await partition_exists(owner, f"audit_events_{year:04d}_{month:02d}")
         year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+
+
+async def test_the_scheduler_runs_passes_and_stops_cleanly(services: Services) -> None:
+    scheduler = MaintenanceScheduler(services.database_url, interval=0.05)
+    async with scheduler.running():
+        for _ in range(200):
+            if sum(p.ran for p in scheduler.passes) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    assert sum(p.ran for p in scheduler.passes) >= 2
+    count = len(scheduler.passes)
+    await asyncio.sleep(0.2)
+    assert len(scheduler.passes) == count
