@@ -83,7 +83,10 @@ $$;
 
 -- THE way past the append-only guard: one bounded batch of one workspace's
 -- events older than its retention (and older than p_before), with their ids in
--- the ledger. auditlog.purge is on only while this function runs.
+-- the ledger. auditlog.purge is on only while this function runs. The batch is
+-- a range of the primary key, (workspace_id, occurred_at, seq) up to the
+-- p_batch-th expired row, so it is found and deleted by index, whatever the
+-- size of the table.
 CREATE FUNCTION auditlog_purge_events(p_workspace text, p_before timestamptz, p_batch integer)
 RETURNS TABLE (events_deleted bigint, ids_deleted bigint)
 LANGUAGE plpgsql SECURITY DEFINER
@@ -92,6 +95,8 @@ SET auditlog.purge = 'on'
 AS $$
 DECLARE
     bound timestamptz := auditlog_purge_bound(p_workspace, p_before);
+    last_at timestamptz;
+    last_seq bigint;
 BEGIN
     IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 50000 THEN
         RAISE EXCEPTION 'batch must be between 1 and 50000, not %', p_batch
@@ -103,16 +108,19 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    WITH doomed AS (
-        SELECT occurred_at, seq FROM audit_events
-        WHERE workspace_id = p_workspace AND occurred_at < bound
-        ORDER BY occurred_at, seq
-        LIMIT p_batch
-    ), gone AS (
-        DELETE FROM audit_events e USING doomed d
-        WHERE e.workspace_id = p_workspace AND e.occurred_at < bound
-          AND e.occurred_at = d.occurred_at AND e.seq = d.seq
-        RETURNING e.id
+    SELECT occurred_at, seq INTO last_at, last_seq FROM audit_events
+    WHERE workspace_id = p_workspace AND occurred_at < bound
+    ORDER BY occurred_at, seq
+    OFFSET p_batch - 1 LIMIT 1;
+    IF last_at IS NULL THEN  -- fewer than a batch left: all of them
+        last_at := bound;
+        last_seq := 0;
+    END IF;
+    WITH gone AS (
+        DELETE FROM audit_events
+        WHERE workspace_id = p_workspace AND occurred_at < bound AND occurred_at <= last_at
+          AND (occurred_at, seq) <= (last_at, last_seq)
+        RETURNING id
     ), ids AS (
         DELETE FROM audit_event_ids i USING gone g
         WHERE i.workspace_id = p_workspace AND i.id = g.id
