@@ -1,0 +1,242 @@
+"""Retention purge under ingest load (not a test; prints figures).
+
+A fresh database on DATABASE_URL's server gets TOTAL events: EXPIRING of one
+workspace spread over 100-400 days ago (sharing every month with nine
+unlimited workspaces, so they go row by row), ALONE events of another
+workspace 450-510 days ago (months nobody else uses: dropped whole), and the
+rest spread over the nine unlimited workspaces, 0-400 days ago. The real
+service (`auditlog serve`) then takes RATE events/s on POST /v1/events in
+batches of 100, sent open-loop (on schedule, whatever the previous answer
+time), and the real `auditlog maintain` runs beside it:
+
+1. baseline: ingest alone;
+2. partition drop: the ALONE workspace downgraded to EARLY_ACCESS, maintain;
+3. row purge: the EXPIRING workspace downgraded to EARLY_ACCESS, maintain.
+
+Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/retention.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.datagen import ensure_months, generate_events
+
+KEEPERS = [f"keep-{i}" for i in range(9)]
+BATCH = 100
+SECRET = "bench-secret-key-0123456789abcdef"
+
+
+def database_of(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}" + (f"?{query}" if query else "")
+
+
+def cli_env(url: str, data_dir: str) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": url, "AUDITLOG_DATA_DIR": data_dir}
+    env["AUDITLOG_SECRET_KEY"] = SECRET
+    env.pop("REDIS_URL", None)
+    return env
+
+
+async def run_cli(env: dict[str, str], *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "auditlog.cli", *args, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"auditlog {' '.join(args)} failed: {err.decode()[-2000:]}")
+    return out.decode()
+
+
+async def load_data(conn: asyncpg.Connection, total: int, expiring: int, alone: int) -> None:
+    now = datetime.now(UTC)
+    await conn.execute(
+        "INSERT INTO workspaces (id, plan, retention_days) SELECT w, 'ENTERPRISE', NULL "
+        "FROM unnest($1::text[]) AS w",
+        ["expiring", "alone", "live", *KEEPERS],
+    )
+    await ensure_months(conn, now, 480)
+    started = time.perf_counter()
+    await generate_events(conn, "alone", alone, now - timedelta(days=450), 60)
+    await generate_events(conn, "expiring", expiring, now - timedelta(days=100), 300)
+    each = (total - expiring - alone) // len(KEEPERS)
+    for ws in KEEPERS:
+        await generate_events(conn, ws, each, now, 400)
+    print(f"generated {total:,} events in {time.perf_counter() - started:.0f} s", flush=True)
+    await conn.execute("VACUUM ANALYZE audit_events")
+    await conn.execute("VACUUM ANALYZE audit_event_ids")
+
+
+class IngestLoad:
+    """RATE events/s in batches of BATCH, open loop; latencies by phase."""
+
+    def __init__(self, base_url: str, key: str, rate: int) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+        self.interval = BATCH / rate
+        self.phase = "warmup"
+        self.latencies: dict[str, list[float]] = {}
+        self.failures = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _body(self) -> bytes:
+        now = datetime.now(UTC).isoformat()
+        return orjson.dumps([
+            {"id": str(uuid.uuid4()), "occurredAt": now, "action": "file.uploaded",
+             "actor": {"type": "USER", "id": f"u_{i}", "email": f"u{i}@acme.io"},
+             "targets": [{"type": "file", "id": f"f_{i}"}], "ipAddress": "81.2.69.142",
+             "metadata": {"size": i}}
+            for i in range(BATCH)
+        ])  # fmt: skip
+
+    async def _send(self, phase: str) -> None:
+        started = time.perf_counter()
+        response = await self.client.post(
+            "/v1/events", content=self._body(), headers={"content-type": "application/json"}
+        )
+        if response.status_code != 202:
+            self.failures += 1
+            return
+        self.latencies.setdefault(phase, []).append(time.perf_counter() - started)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            task = asyncio.create_task(self._send(self.phase))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            next_at += self.interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await asyncio.gather(*self._tasks)
+        await self.client.aclose()
+
+
+def p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def timed_maintain(env: dict[str, str], load: IngestLoad, phase: str) -> tuple[float, str]:
+    load.phase = phase
+    started = time.perf_counter()
+    out = await run_cli(env, "maintain")
+    elapsed = time.perf_counter() - started
+    return elapsed, out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--total", type=int, default=3_000_000)
+    parser.add_argument("--expiring", type=int, default=1_000_000)
+    parser.add_argument("--alone", type=int, default=200_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--baseline-seconds", type=float, default=40)
+    args = parser.parse_args()
+    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"auditlog_bench_retention_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = database_of(server, name)
+    tmp = tempfile.mkdtemp(prefix="auditlog-bench-")
+    env = cli_env(url, tmp)
+    serve: asyncio.subprocess.Process | None = None
+    try:
+        await run_cli(env, "migrate")
+        owner = await asyncpg.connect(url)
+        await load_data(owner, args.total, args.expiring, args.alone)
+        port = 18_000 + os.getpid() % 1000
+        serve = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "auditlog.cli", "serve", "--no-background",
+            "--port", str(port), "--log-level", "warning", env=env,
+        )  # fmt: skip
+        key = orjson.loads(
+            await run_cli(
+                env, "keys", "create", "--workspace", "live", "--role", "ingest", "--json"
+            )
+        )["key"]
+        base = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient() as probe:
+            for _ in range(100):
+                try:
+                    if (await probe.get(base + "/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.2)
+        load = IngestLoad(base, key, args.rate)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(load.run(stop))
+        await asyncio.sleep(5)
+        load.phase = "baseline"
+        await asyncio.sleep(args.baseline_seconds)
+
+        await owner.execute(
+            "UPDATE workspaces SET plan = 'EARLY_ACCESS', retention_days = 90 WHERE id = 'alone'"
+        )
+        drop_s, drop_out = await timed_maintain(env, load, "partition drop")
+        await owner.execute(
+            "UPDATE workspaces SET plan = 'EARLY_ACCESS', retention_days = 90 WHERE id = 'expiring'"
+        )
+        purge_s, purge_out = await timed_maintain(env, load, "row purge")
+        load.phase = "after"
+        await asyncio.sleep(3)
+        stop.set()
+        await runner
+
+        left = await owner.fetchval(
+            "SELECT count(*) FROM audit_events WHERE workspace_id IN ('expiring', 'alone')"
+        )
+        print(drop_out.strip())
+        print(purge_out.strip())
+        print(
+            f"\nevents: {args.total:,} total; purged {args.expiring:,} by row "
+            f"and {args.alone:,} by partition drop; left of theirs: {left}"
+        )
+        print(f"ingest: {args.rate} events/s in batches of {BATCH}; failures {load.failures}")
+        print(
+            f"partition drop pass: {drop_s:.1f} s   row purge pass: {purge_s:.1f} s "
+            f"({args.expiring / purge_s:,.0f} events/s)"
+        )
+        base_lat = load.latencies["baseline"]
+        print(f"{'phase':<16}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        for phase in ("baseline", "partition drop", "row purge"):
+            lat = load.latencies.get(phase, [])
+            if lat:
+                print(
+                    f"{phase:<16}{len(lat):>9}{statistics.median(lat) * 1000:>9.1f}"
+                    f"{p(lat, 0.99):>9.1f}{max(lat) * 1000:>9.1f}"
+                )
+        for phase in ("partition drop", "row purge"):
+            if load.latencies.get(phase):
+                ratio = p(load.latencies[phase], 0.99) / p(base_lat, 0.99)
+                print(f"ingest p99 during {phase} / without: {ratio:.2f}x (target <= 2)")
+        await owner.close()
+    finally:
+        if serve is not None and serve.returncode is None:
+            serve.terminate()
+            await serve.wait()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
