@@ -73,7 +73,7 @@ async def load_data(conn: asyncpg.Connection, total: int, expiring: int, alone: 
         "FROM unnest($1::text[]) AS w",
         ["expiring", "alone", "live", *KEEPERS],
     )
-    await ensure_months(conn, now, 480)
+    await ensure_months(conn, now, 520)
     started = time.perf_counter()
     await generate_events(conn, "alone", alone, now - timedelta(days=450), 60)
     await generate_events(conn, "expiring", expiring, now - timedelta(days=100), 300)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,7 +18,14 @@ from auditlog.jobs.maintenance import MAINTENANCE_LOCK_KEY, MaintenanceReport, r
 from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.runtime import Services
 from auditlog.storage.retention import read_purge_records
-from tests.conftest import WorkspaceKeys, create_workspace_keys, event
+from tests.conftest import (
+    WorkspaceKeys,
+    create_workspace_keys,
+    event,
+    make_settings,
+    start_service,
+    stop_service,
+)
 
 CENTURY = 36500  # ENTERPRISE custom retention that admits events from the 1930s
 SHORTER = 30000  # then shortened: everything before the mid-1940s expires
@@ -212,3 +220,16 @@ async def test_the_scheduler_runs_passes_and_stops_cleanly(services: Services) -
     count = len(scheduler.passes)
     await asyncio.sleep(0.2)
     assert len(scheduler.passes) == count
+
+
+async def test_serve_runs_maintenance_in_the_background(database_url: str, data_dir: Path) -> None:
+    running = await start_service(make_settings(database_url, data_dir), background=True)
+    try:
+        app = running.server.config.app
+        for _ in range(200):
+            if app.state.maintenance.passes:
+                break
+            await asyncio.sleep(0.05)
+        assert app.state.maintenance.passes
+    finally:
+        await stop_service(running)

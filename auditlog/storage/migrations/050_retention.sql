@@ -81,6 +81,19 @@ LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
     WHERE w.id = p_workspace AND w.retention_days IS NOT NULL
 $$;
 
+-- The bound of one purge batch, after checking its size.
+CREATE FUNCTION auditlog_purge_batch_bound(p_workspace text, p_before timestamptz, p_batch integer)
+RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+BEGIN
+    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 50000 THEN
+        RAISE EXCEPTION 'batch must be between 1 and 50000, not %', p_batch
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN auditlog_purge_bound(p_workspace, p_before);
+END
+$$;
+
 -- THE way past the append-only guard: one bounded batch of one workspace's
 -- events older than its retention (and older than p_before), with their ids in
 -- the ledger. auditlog.purge is on only while this function runs. The batch is
@@ -94,14 +107,10 @@ SET search_path = public, pg_temp
 SET auditlog.purge = 'on'
 AS $$
 DECLARE
-    bound timestamptz := auditlog_purge_bound(p_workspace, p_before);
+    bound timestamptz := auditlog_purge_batch_bound(p_workspace, p_before, p_batch);
     last_at timestamptz;
     last_seq bigint;
 BEGIN
-    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 50000 THEN
-        RAISE EXCEPTION 'batch must be between 1 and 50000, not %', p_batch
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     events_deleted := 0;
     ids_deleted := 0;
     IF bound IS NULL THEN
@@ -141,13 +150,9 @@ SET search_path = public, pg_temp
 SET auditlog.purge = 'on'
 AS $$
 DECLARE
-    bound timestamptz := auditlog_purge_bound(p_workspace, p_before);
+    bound timestamptz := auditlog_purge_batch_bound(p_workspace, p_before, p_batch);
     deleted bigint;
 BEGIN
-    IF p_batch IS NULL OR p_batch NOT BETWEEN 1 AND 50000 THEN
-        RAISE EXCEPTION 'batch must be between 1 and 50000, not %', p_batch
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF bound IS NULL THEN
         RETURN 0;
     END IF;
@@ -235,6 +240,7 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION auditlog_purge_bound(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION auditlog_purge_batch_bound(text, timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION auditlog_purge_events(text, timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION auditlog_purge_event_ids(text, timestamptz, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION auditlog_partitions() FROM PUBLIC;
