@@ -104,12 +104,14 @@ CREATE FUNCTION auditlog_purge_events(p_workspace text, p_before timestamptz, p_
 RETURNS TABLE (events_deleted bigint, ids_deleted bigint)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public, pg_temp
+SET plan_cache_mode = force_custom_plan
 SET auditlog.purge = 'on'
 AS $$
 DECLARE
     bound timestamptz := auditlog_purge_batch_bound(p_workspace, p_before, p_batch);
     last_at timestamptz;
     last_seq bigint;
+    gone_ids uuid[];
 BEGIN
     events_deleted := 0;
     ids_deleted := 0;
@@ -130,13 +132,12 @@ BEGIN
         WHERE workspace_id = p_workspace AND occurred_at < bound AND occurred_at <= last_at
           AND (occurred_at, seq) <= (last_at, last_seq)
         RETURNING id
-    ), ids AS (
-        DELETE FROM audit_event_ids i USING gone g
-        WHERE i.workspace_id = p_workspace AND i.id = g.id
-        RETURNING 1
     )
-    SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM ids)
-    INTO events_deleted, ids_deleted;
+    SELECT coalesce(array_agg(id), '{}') INTO gone_ids FROM gone;
+    events_deleted := cardinality(gone_ids);
+    -- An array, not a join: the ledger's primary key serves it at any size.
+    DELETE FROM audit_event_ids WHERE workspace_id = p_workspace AND id = ANY (gone_ids);
+    GET DIAGNOSTICS ids_deleted = ROW_COUNT;
     RETURN NEXT;
 END
 $$;
@@ -147,6 +148,7 @@ CREATE FUNCTION auditlog_purge_event_ids(p_workspace text, p_before timestamptz,
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public, pg_temp
+SET plan_cache_mode = force_custom_plan
 SET auditlog.purge = 'on'
 AS $$
 DECLARE
@@ -156,13 +158,14 @@ BEGIN
     IF bound IS NULL THEN
         RETURN 0;
     END IF;
-    DELETE FROM audit_event_ids i
-    WHERE i.workspace_id = p_workspace AND i.occurred_at < bound
-      AND i.id IN (
-          SELECT id FROM audit_event_ids
+    -- By tuple id: a join on id would scan every expired id of the workspace.
+    DELETE FROM audit_event_ids
+    WHERE workspace_id = p_workspace AND occurred_at < bound
+      AND ctid = ANY (ARRAY(
+          SELECT ctid FROM audit_event_ids
           WHERE workspace_id = p_workspace AND occurred_at < bound
           ORDER BY occurred_at
-          LIMIT p_batch);
+          LIMIT p_batch));
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
 END
