@@ -97,7 +97,7 @@ def _snapshot_where(
     args: list[object] = [workspace_id]
     where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start)]
     args.append(snapshot)
-    where.append(f"pg_visible_in_snapshot(xid, ${len(args)}::pg_snapshot)")
+    where.append(f"pg_visible_in_snapshot(xid, ${len(args)}::text::pg_snapshot)")
     return where, args
 
 
@@ -144,7 +144,8 @@ async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
         """INSERT INTO exports (workspace_id, id, format, filter, criteria, snapshot,
                retention_start, row_count, part_size, part_ends_at, part_ends_seq,
                created_by, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6::pg_snapshot, $7, $8, $9, $10, $11, $12, $13, $14)""",
+           VALUES ($1, $2, $3, $4, $5, $6::text::pg_snapshot, $7, $8, $9, $10, $11, $12,
+                   $13, $14)""",
         row.workspace_id,
         row.id,
         row.format,
