@@ -136,13 +136,15 @@ async def load(url: str, data_dir: Path, events: int) -> tuple[str, datetime]:
                    FROM (SELECT t.*, gen_random_uuid() AS nid,
                                 t.occurred_at - g * $4::interval AS at
                          FROM audit_events t, generate_series($2::int, $3::int) g
-                         WHERE t.workspace_id = $1 AND t.action <> 'audit_log.api_key.created'
+                         WHERE t.workspace_id = $1 AND t.occurred_at <= $6
+                           AND t.occurred_at > $6 - $4::interval  -- the templates only
                         ) copies""",
                 WORKSPACE,
                 first,
                 last,
                 timedelta(seconds=TEMPLATES),
                 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"',
+                newest,
             )
             print(
                 f"  loaded copies {first}-{last} in {time.perf_counter() - started:.1f} s",
