@@ -12,10 +12,13 @@ import httpx
 import orjson
 import pytest
 
+from auditlog.auth import Principal
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
+from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
 from auditlog.runtime import Services
+from auditlog.storage.events import EventFilter
 from tests.conftest import SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
 from tests.exports_support import LIST, ONE, create_export, csv_rows, download
 
@@ -315,3 +318,20 @@ def test_link_lifetime_is_configurable() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ConfigError, match="AUDITLOG_EXPORT_LINK_TTL_SECONDS"):
             Settings.from_env({"AUDITLOG_EXPORT_LINK_TTL_SECONDS": bad})
+
+
+@pytest.mark.parametrize("events", [4, 5])
+async def test_parts_split_exactly_at_the_part_size(
+    workspace: WorkspaceKeys, services: Services, http: httpx.AsyncClient, events: int
+) -> None:
+    batch = [event(targets=[{"type": "t", "id": "split"}]) for _ in range(events)]
+    assert (await workspace.ingest(batch)).status_code == 202
+    principal = Principal(workspace_id=workspace.id, role="admin", key_id="key_test")
+    row = await export_service.create_export(
+        services, principal, workspace.id, EventFilter(target_id="split"), {}, "JSON", part_size=2
+    )
+    links = export_service.download_links(services, row, str(http.base_url), datetime.now(UTC))
+    expected = [2, 2] if events == 4 else [2, 2, 1]
+    assert [x.row_count for x in links] == expected
+    ids = [p["id"] for x in links for p in json.loads((await download(http, x.url)).content)]
+    assert sorted(ids) == sorted(e["id"] for e in batch)

@@ -113,30 +113,27 @@ async def plan_export(
 ) -> ExportPlan:
     """Fix the result now: snapshot, exact count, and the end position of each full part.
 
-    The boundary query numbers rows in newest-first order and returns only every
-    `part_size`-th one, so the server never holds the result, whatever its size.
+    One scan in newest-first order numbers the rows and returns only every
+    `part_size`-th one and the last one (whose number is the count), so the
+    server never holds the result, whatever its size.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         snapshot: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
         where, args = _snapshot_where(workspace_id, flt, snapshot, retention_start)
-        condition = " AND ".join(where)
-        count: int = await conn.fetchval(
-            f"SELECT count(*) FROM audit_events WHERE {condition}", *args
+        args.append(part_size)
+        records = await conn.fetch(
+            f"""SELECT occurred_at, seq, rn FROM (
+                    SELECT occurred_at, seq, row_number() OVER w AS rn,
+                           lead(seq) OVER w IS NULL AS is_last
+                    FROM audit_events WHERE {" AND ".join(where)}
+                    WINDOW w AS (ORDER BY occurred_at DESC, seq DESC)
+                ) numbered
+                WHERE rn % ${len(args)} = 0 OR is_last
+                ORDER BY rn""",
+            *args,
         )
-        ends: list[TimePosition] = []
-        if count > part_size:
-            args.append(part_size)
-            records = await conn.fetch(
-                f"""SELECT occurred_at, seq FROM (
-                        SELECT occurred_at, seq,
-                               row_number() OVER (ORDER BY occurred_at DESC, seq DESC) AS rn
-                        FROM audit_events WHERE {condition}
-                    ) numbered
-                    WHERE rn % ${len(args)} = 0
-                    ORDER BY rn""",
-                *args,
-            )
-            ends = [TimePosition(r["occurred_at"], r["seq"]) for r in records]
+    count = records[-1]["rn"] if records else 0
+    ends = [TimePosition(r["occurred_at"], r["seq"]) for r in records if r["rn"] % part_size == 0]
     return ExportPlan(snapshot, retention_start, count, part_size, ends)
 
 
