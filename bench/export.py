@@ -206,71 +206,97 @@ async def raw_copy(conn: asyncpg.Connection, sql: str, args: list[object], **opt
     return time.perf_counter() - started
 
 
-async def measure(url: str, base: str, key: str, newest: datetime, rounds: int, pid: int) -> None:
-    auth = {"Authorization": f"Bearer {key}"}
-    flt = {"occurredTo": (newest + timedelta(seconds=1)).isoformat()}
-    async with httpx.AsyncClient(timeout=900) as client:
-        started = time.perf_counter()
-        answer = await client.post(
-            f"{base}/graphql",
-            json={"query": CREATE, "variables": {"input": {"format": "CSV", "filter": flt}}},
-            headers=auth,
-        )
-        created_in = time.perf_counter() - started
-        export = answer.json()["data"]["createExport"]
-        print(
-            f"createExport of {export['rowCount']:,} rows in {len(export['files'])} files "
-            f"answered in {created_in:.2f} s"
-        )
-        pool = await create_pool(url, min_size=1, max_size=1)
-        async with pool.acquire() as conn:
-            row = await export_store.read_export(conn, WORKSPACE, uuid.UUID(export["id"]))
-            assert row is not None
-            sql, args = export_store.part_query(row, 1)
-            first_url = export["files"][0]["url"]
-            await fetch(client, first_url)
-            await raw_copy(conn, sql, args)
-            pg_csv = PG_CSV.format(part=sql)
-            downloads, copies, pg_csvs = [], [], []
-            for _ in range(rounds):
-                seconds, size, records = await fetch(client, first_url)
-                assert records == 10_001, records
-                downloads.append(seconds)
-                copies.append(await raw_copy(conn, sql, args))
-                pg_csvs.append(await raw_copy(conn, pg_csv, args, format="csv"))
-        await pool.close()
-        download_s, copy_s = statistics.median(downloads), statistics.median(copies)
-        print(
-            f"10,000-row CSV part: download {download_s * 1000:.0f} ms ({size / 1e6:.1f} MB), "
-            f"raw COPY {copy_s * 1000:.0f} ms; ratio {download_s / copy_s:.2f} "
-            f"(median of {rounds}, target <= 2)"
-        )
-        print(
-            f"  for reference, COPY of the same rows rendered to CSV by PostgreSQL "
-            f"(json_to_record): {statistics.median(pg_csvs) * 1000:.0f} ms"
-        )
+async def create(
+    client: httpx.AsyncClient, base: str, key: str, file_format: str, newest: datetime
+) -> dict[str, Any]:
+    variables = {
+        "input": {
+            "format": file_format,
+            "filter": {"occurredTo": (newest + timedelta(seconds=1)).isoformat()},
+        }
+    }
+    started = time.perf_counter()
+    answer = await client.post(
+        f"{base}/graphql",
+        json={"query": CREATE, "variables": variables},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    export: dict[str, Any] = answer.json()["data"]["createExport"]
+    print(
+        f"createExport ({file_format}) of {export['rowCount']:,} rows in "
+        f"{len(export['files'])} files answered in {time.perf_counter() - started:.2f} s"
+    )
+    return export
 
-        before = rss_kib(pid)
-        sampler = PeakSampler(pid)
-        sampler.start()
-        started = time.perf_counter()
-        total_rows = total_bytes = 0
-        for file in export["files"]:
-            _, size, records = await fetch(client, file["url"])
-            assert records - 1 == file["rowCount"], (records, file["rowCount"])
-            total_rows += records - 1
-            total_bytes += size
-        elapsed = time.perf_counter() - started
-        sampler.stop.set()
-        sampler.join()
-        print(
-            f"full download: {total_rows:,} rows, {total_bytes / 1e6:.0f} MB in "
-            f"{len(export['files'])} files, {elapsed:.1f} s ({total_rows / elapsed:,.0f} rows/s)"
-        )
-        print(
-            f"server RSS before {before / 1024:.1f} MB, peak {sampler.peak / 1024:.1f} MB: "
-            f"growth {(sampler.peak - before) / 1024:.1f} MB (target <= 50 MB)"
-        )
+
+async def compare_first_part(
+    client: httpx.AsyncClient, url: str, csv_export: dict[str, Any], json_url: str, rounds: int
+) -> None:
+    """Download part 1 (10,000 rows) and COPY the same rows, alternately, `rounds` times."""
+    pool = await create_pool(url, min_size=1, max_size=1)
+    async with pool.acquire() as conn:
+        row = await export_store.read_export(conn, WORKSPACE, uuid.UUID(csv_export["id"]))
+        assert row is not None
+        sql, args = export_store.part_query(row, 1)
+        csv_url = csv_export["files"][0]["url"]
+        await fetch(client, csv_url)
+        await raw_copy(conn, sql, args)
+        times: dict[str, list[float]] = {"csv": [], "json": [], "copy": [], "pg_csv": []}
+        for _ in range(rounds):
+            seconds, size, records = await fetch(client, csv_url)
+            assert records == 10_001, records
+            times["csv"].append(seconds)
+            times["json"].append((await fetch(client, json_url))[0])
+            times["copy"].append(await raw_copy(conn, sql, args))
+            times["pg_csv"].append(
+                await raw_copy(conn, PG_CSV.format(part=sql), args, format="csv")
+            )
+    await pool.close()
+    ms = {name: statistics.median(values) * 1000 for name, values in times.items()}
+    print(
+        f"10,000-row part, median of {rounds}: raw COPY {ms['copy']:.0f} ms; "
+        f"CSV download {ms['csv']:.0f} ms ({size / 1e6:.1f} MB), ratio "
+        f"{ms['csv'] / ms['copy']:.2f} (target <= 2); JSON download {ms['json']:.0f} ms, "
+        f"ratio {ms['json'] / ms['copy']:.2f}"
+    )
+    print(
+        f"  for reference, COPY of the same rows rendered to CSV by PostgreSQL "
+        f"(json_to_record): {ms['pg_csv']:.0f} ms"
+    )
+
+
+async def download_all(client: httpx.AsyncClient, export: dict[str, Any], pid: int) -> None:
+    """Every part of the export, while the server's RSS is sampled."""
+    before = rss_kib(pid)
+    sampler = PeakSampler(pid)
+    sampler.start()
+    started = time.perf_counter()
+    total_rows = total_bytes = 0
+    for file in export["files"]:
+        _, size, records = await fetch(client, file["url"])
+        assert records - 1 == file["rowCount"], (records, file["rowCount"])
+        total_rows += records - 1
+        total_bytes += size
+    elapsed = time.perf_counter() - started
+    sampler.stop.set()
+    sampler.join()
+    print(
+        f"full CSV download: {total_rows:,} rows, {total_bytes / 1e6:.0f} MB in "
+        f"{len(export['files'])} files, {elapsed:.1f} s ({total_rows / elapsed:,.0f} rows/s)"
+    )
+    print(
+        f"server RSS before {before / 1024:.1f} MB, peak {sampler.peak / 1024:.1f} MB: "
+        f"growth {(sampler.peak - before) / 1024:.1f} MB (target <= 50 MB)"
+    )
+
+
+async def measure(url: str, base: str, key: str, newest: datetime, rounds: int, pid: int) -> None:
+    async with httpx.AsyncClient(timeout=900) as client:
+        csv_export = await create(client, base, key, "CSV", newest)
+        json_export = await create(client, base, key, "JSON", newest)
+        json_url = json_export["files"][0]["url"]
+        await compare_first_part(client, url, csv_export, json_url, rounds)
+        await download_all(client, csv_export, pid)
 
 
 async def main() -> None:
