@@ -65,7 +65,8 @@ async def server_process(
     port = free_port()
     full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
     full_env.pop("REDIS_URL", None)
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{port}.log", "wb")  # noqa: SIM115
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{port}.log"
+    log = log_path.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port), "--no-background",
          "--log-level", "warning", *args],
@@ -83,7 +84,7 @@ async def server_process(
                 except httpx.TransportError:
                     pass
                 if proc.poll() is not None:
-                    raise RuntimeError(f"server exited; see {log.name}")
+                    raise RuntimeError(f"server exited; see {log_path}")
                 await asyncio.sleep(0.1)
         yield base, proc
     finally:

@@ -69,10 +69,10 @@ def make_batches(total: int, seed: int = 1) -> list[bytes]:
                         "id": f"u_{user}",
                         "name": f"User {user}",
                         "email": f"user{user}@acme.io",
-                    },  # fmt: skip
+                    },
                     "targets": [
                         {"type": "file", "id": f"f_{rng.randint(1, 10**6)}", "name": "report.pdf"}
-                    ],  # fmt: skip
+                    ],
                     "ipAddress": f"{rng.choice(prefixes)}.{rng.randint(1, 254)}",
                     "userAgent": rng.choice(_UAS).format(v=rng.randint(110, 131)),
                     "metadata": {"requestId": uuid.uuid4().hex, "size": rng.randint(1, 10**7)},
@@ -147,8 +147,8 @@ async def main(total: int) -> None:
                 http_seconds = await http_ingest(base, key.key, batches)
             conn = await asyncpg.connect(url_a)
             stored = await conn.fetch(
-                f"SELECT {', '.join(INSERT_COLUMNS)} FROM audit_events "
-                "WHERE workspace_id = 'bench' AND action <> 'audit_log.api_key.created' ORDER BY seq"
+                f"SELECT {', '.join(INSERT_COLUMNS)} FROM audit_events WHERE workspace_id = "
+                "'bench' AND action <> 'audit_log.api_key.created' ORDER BY seq"
             )
             await conn.close()
             rows = [tuple(r.values()) for r in stored]
