@@ -29,6 +29,11 @@ def _seconds(env: dict[str, str], name: str, default: int) -> int:
 
 
 def _default_data_dir() -> Path:
+    # As root the embedded PostgreSQL runs as its own system user, which must be
+    # able to reach the data folder: /var/lib suits a root service, and avoids
+    # opening up root's home directory.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/auditlog")
     return Path(platformdirs.user_data_dir("auditlog", appauthor=False))
 
 

@@ -13,32 +13,19 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 import asyncpg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Columns written at ingest, in COPY order; seq and xid come from their defaults.
-INSERT_COLUMNS = (
-    "workspace_id",
-    "occurred_at",
-    "id",
-    "received_at",
-    "action",
-    "category",
-    "actor_type",
-    "actor_id",
-    "actor_email",
-    "ip",
-    "target_ids",
-    "payload",
-)
 
+class EventRow(NamedTuple):
+    """One event as written: indexed columns plus the canonical payload.
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One event as written: indexed columns plus the canonical payload."""
+    A tuple in INSERT_COLUMNS order, so it goes to COPY as it is.
+    """
 
     workspace_id: str
     occurred_at: datetime
@@ -53,21 +40,9 @@ class EventRow:
     target_ids: list[str]
     payload: str
 
-    def as_copy_record(self) -> tuple[object, ...]:
-        return (
-            self.workspace_id,
-            self.occurred_at,
-            self.id,
-            self.received_at,
-            self.action,
-            self.category,
-            self.actor_type,
-            self.actor_id,
-            self.actor_email,
-            self.ip,
-            self.target_ids,
-            self.payload,
-        )
+
+# Columns written at ingest, in COPY order; seq and xid come from their defaults.
+INSERT_COLUMNS: tuple[str, ...] = EventRow._fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +112,7 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
     """COPY rows into audit_events in the given order (seq follows that order)."""
     await conn.copy_records_to_table(
         "audit_events",
-        records=[row.as_copy_record() for row in rows],
+        records=rows,
         columns=INSERT_COLUMNS,
     )
 
