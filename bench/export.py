@@ -12,7 +12,7 @@ database created on DATABASE_URL's server and dropped afterwards. 1,000 events
 are ingested through the real ingest path (validation, enrichment), then
 replicated in SQL with new ids and shifted times up to --events rows.
 
-    python bench/export.py [--events 1000000] [--rounds 5]
+    DATABASE_URL=postgresql://... python -m bench.export [--events 1000000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import os
 import random
-import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -37,9 +35,10 @@ import httpx
 
 from auditlog import accounts
 from auditlog.config import Settings
-from auditlog.runtime import migrate, open_services
+from auditlog.runtime import open_services
 from auditlog.storage import exports as export_store
 from auditlog.storage.database import create_pool
+from bench.common import fresh_database, server_process
 
 SECRET = "bench-secret-key-0123456789abcdef"
 WORKSPACE = "bench"
@@ -154,12 +153,6 @@ async def load(url: str, data_dir: Path, events: int) -> tuple[str, datetime]:
     finally:
         await conn.close()
     return key.key, newest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_kib(pid: int) -> int:
@@ -304,43 +297,13 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"auditlog_bench_exports_{uuid.uuid4().hex[:8]}"
-    head = server.partition("?")[0].rpartition("/")[0]
-    url = f"{head}/{name}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    try:
-        await migrate(url)
+    async with fresh_database("auditlog_bench_exports") as url:
         with tempfile.TemporaryDirectory(prefix="auditlog-bench-") as tmp:
             started = time.perf_counter()
             key, newest = await load(url, Path(tmp), options.events)
             print(f"loaded {options.events:,} events in {time.perf_counter() - started:.0f} s")
-            port = free_port()
-            env = {**os.environ, "DATABASE_URL": url, "AUDITLOG_SECRET_KEY": SECRET}
-            env.pop("REDIS_URL", None)
-            command = [sys.executable, "-m", "auditlog.cli", "serve", "--no-background"]
-            process = await asyncio.create_subprocess_exec(
-                *command, "--port", str(port), "--log-level", "warning", env=env, cwd=tmp
-            )
-            try:
-                base = f"http://127.0.0.1:{port}"
-                async with httpx.AsyncClient() as probe:
-                    for _ in range(300):
-                        try:
-                            if (await probe.get(f"{base}/healthz")).status_code == 200:
-                                break
-                        except httpx.TransportError:
-                            await asyncio.sleep(0.1)
-                await measure(url, base, key, newest, options.rounds, process.pid)
-            finally:
-                process.terminate()
-                await asyncio.wait_for(process.wait(), timeout=30)
-    finally:
-        admin = await asyncpg.connect(server)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        async with server_process(url, env={"AUDITLOG_SECRET_KEY": SECRET}) as (base, process):
+            await measure(url, base, key, newest, options.rounds, process.pid)
 
 
 if __name__ == "__main__":
