@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
+import jwt
 import orjson
 import pytest
 
@@ -19,7 +20,7 @@ from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
 from auditlog.runtime import Services
 from auditlog.storage.events import EventFilter
-from tests.conftest import SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
+from tests.conftest import JWT_SECRET, SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
 from tests.exports_support import LIST, ONE, create_export, csv_rows, download
 
 # The documented, stable column order (docs/exports.md), spelled out on purpose.
@@ -309,6 +310,11 @@ async def test_altered_or_expired_links_are_refused_alike(
     beyond = links.url(base, workspace.id, export_id, 2, now + timedelta(hours=1))
     assert (await http.get(beyond)).status_code == 404
     assert (await http.get(url)).status_code == 200
+    head = await http.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers.get("content-length") != "0"
+    assert head.headers["content-disposition"].endswith('-part001-of-001.csv"')
+    assert (await http.head(refused[0])).status_code == 403
 
 
 def test_link_lifetime_is_configurable() -> None:
@@ -335,3 +341,22 @@ async def test_parts_split_exactly_at_the_part_size(
     assert [x.row_count for x in links] == expected
     ids = [p["id"] for x in links for p in json.loads((await download(http, x.url)).content)]
     assert sorted(ids) == sorted(e["id"] for e in batch)
+
+
+async def test_console_session_is_the_actor_of_its_export(
+    workspace: WorkspaceKeys, known: list[dict[str, Any]]
+) -> None:
+    claims = {
+        "sub": "user-42",
+        "email": "grace@acme.io",
+        "workspace": workspace.id,
+        "role": "owner",
+        "exp": datetime.now(UTC) + timedelta(minutes=5),
+    }
+    session = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+    export = await create_export(workspace, "NDJSON", {"targetId": "t-known"}, session)
+    body = await workspace.gql(PAYLOADS, {"filter": {"actions": ["audit_log.export.created"]}})
+    (recorded,) = [edge["node"]["payload"] for edge in body["data"]["auditEvents"]["edges"]]
+    assert recorded["actor"]["type"] == "USER"
+    assert (recorded["actor"]["id"], recorded["actor"]["email"]) == ("user-42", "grace@acme.io")
+    assert recorded["metadata"]["exportId"] == export["id"]

@@ -53,12 +53,17 @@ async def download_export_part(request: Request) -> Response:
         return json_response({"error": "not_found", "message": "this export is gone"}, 404)
     file_format = FORMATS[row.format]
     filename = _filename(row, number, file_format.extension)
+    headers = {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if request.method == "HEAD":  # the headers only: read no rows
+        head = Response(media_type=file_format.media_type, headers=headers)
+        del head.headers["content-length"]  # unknown until the file is streamed
+        return head
     return StreamingResponse(
         encode(file_format, export_service.stream_part(services, row, number)),
         media_type=file_format.media_type,
-        headers={
-            "Content-Disposition": f'attachment; filename="{filename}"',
-            "Cache-Control": "private, no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
+        headers=headers,
     )
