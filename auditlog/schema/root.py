@@ -18,6 +18,7 @@ from auditlog.schema.context import Info
 from auditlog.schema.errors import ErrorCodes
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.scalars import SCALAR_MAP
+from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -27,7 +28,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query:
+class Query(StreamingQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,
@@ -53,6 +54,11 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
+@strawberry.type
+class Mutation(StreamingMutation):
+    pass
+
+
 def build_schema() -> strawberry.Schema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
@@ -65,6 +71,7 @@ def build_schema() -> strawberry.Schema:
     ]
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )

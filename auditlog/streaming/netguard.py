@@ -1,0 +1,120 @@
+"""No internal targets: destinations may only reach public addresses over https.
+
+Checking a name when the destination is created is not enough (DNS can change
+between the check and the connection), so every request is resolved here,
+each address checked, and the connection made to the checked address itself,
+with the original name kept for the Host header and TLS (SNI and certificate
+check). Redirects are never followed. `allow_private` (the setting
+AUDITLOG_ALLOW_PRIVATE_DESTINATIONS) lifts both rules for tests and closed networks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+import httpx
+
+from auditlog.errors import BadInputError
+
+MAX_URL_LENGTH = 2048
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DestinationRefused(Exception):
+    """The destination's address is not one we may connect to."""
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return is_public_address(embedded)
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    allow_private: bool
+
+    def check_url(self, url: str, argument: str) -> httpx.URL:
+        """Static checks of a destination URL; BadInputError names the argument."""
+        if len(url) > MAX_URL_LENGTH:
+            raise BadInputError(argument, f"at most {MAX_URL_LENGTH} characters")
+        try:
+            parsed = httpx.URL(url.strip())
+        except (httpx.InvalidURL, ValueError):
+            raise BadInputError(argument, "is not a valid URL") from None
+        schemes = ("http", "https") if self.allow_private else ("https",)
+        if parsed.scheme not in schemes or not parsed.host:
+            raise BadInputError(argument, f"must be an absolute {' or '.join(schemes)} URL")
+        if parsed.userinfo:
+            raise BadInputError(argument, "must not carry credentials in the URL")
+        if not self.allow_private:
+            try:
+                literal = ipaddress.ip_address(parsed.host)
+            except ValueError:
+                literal = None
+            if literal is not None and not is_public_address(literal):
+                raise BadInputError(argument, "must not point to a private or internal address")
+        return parsed
+
+    async def check_url_resolves_public(self, url: str, argument: str) -> httpx.URL:
+        """check_url, then refuse a name that resolves to an internal address now."""
+        parsed = self.check_url(url, argument)
+        try:
+            await self.resolve(parsed.host, parsed.port or 443)
+        except DestinationRefused as exc:
+            raise BadInputError(argument, str(exc)) from None
+        except OSError:
+            pass  # unknown today: delivery reports it, and checks again at every request
+        return parsed
+
+    async def resolve(self, host: str, port: int) -> str:
+        """One address to connect to; every address the name has must be allowed."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if not addresses:
+            raise OSError(f"{host} has no address")
+        if not self.allow_private:
+            for address in addresses:
+                if not is_public_address(address):
+                    raise DestinationRefused(
+                        f"{host} resolves to {address}, a private or internal address"
+                    )
+        return str(addresses[0])
+
+
+class GuardedClient:
+    """An HTTP client that only connects to addresses the policy allows."""
+
+    def __init__(self, policy: NetworkPolicy, timeout: float) -> None:
+        self.policy = policy
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            follow_redirects=False,
+            trust_env=False,  # a proxy from the environment would connect for us, unchecked
+            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+        )
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+        target = httpx.URL(url)
+        if target.scheme != "https" and not self.policy.allow_private:
+            raise DestinationRefused("only https destinations are allowed")
+        address = await self.policy.resolve(target.host, target.port or _default_port(target))
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        return await self._client.post(
+            target.copy_with(host=address),
+            content=content,
+            headers={**headers, "Host": target.netloc.decode("ascii")},
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _default_port(url: httpx.URL) -> int:
+    return 443 if url.scheme == "https" else 80
