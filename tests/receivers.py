@@ -91,9 +91,9 @@ class Receiver:
             await self._task
 
 
-async def wait_until(predicate: Any, timeout: float = 20.0, step: float = 0.05) -> None:
-    """Poll `predicate()` (sync or async) until it is true; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
+async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.05) -> None:
+    """Poll `predicate()` (sync or async) until it is true; fail after `within` seconds."""
+    deadline = time.monotonic() + within
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
@@ -101,5 +101,5 @@ async def wait_until(predicate: Any, timeout: float = 20.0, step: float = 0.05) 
         if value:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(step)

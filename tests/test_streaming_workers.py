@@ -1,0 +1,140 @@
+"""Workers sharing destinations: leases, fair shares, and a worker killed mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from auditlog.runtime import Services
+from auditlog.storage.database import owner_connection
+from auditlog.streaming.delivery import DeliveryOptions
+from auditlog.streaming.worker import running_worker
+from tests.conftest import SECRET_KEY, WorkspaceKeys, event
+from tests.receivers import Receiver, wait_until
+from tests.streaming_gql import create_destination
+from tests.test_streaming_delivery import ingest, webhook_events
+
+FAST = DeliveryOptions(lease_seconds=4, poll_seconds=0.2, send_timeout=1.0)
+
+
+@pytest.fixture(autouse=True)
+async def no_leftover_destinations(services: Services) -> None:
+    async with owner_connection(services.database_url) as conn:
+        await conn.execute("DELETE FROM stream_destinations")
+
+
+@pytest.fixture
+async def slow_receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(delay=0.03)
+    await r.start()
+    yield r
+    await r.stop()
+
+
+async def lease_owners(services: Services) -> set[str]:
+    async with services.pool.acquire() as conn:
+        rows = await conn.fetch(
+            "SELECT lease_owner FROM stream_destinations WHERE lease_until > now()"
+        )
+    return {r["lease_owner"] for r in rows}
+
+
+async def test_two_workers_share_destinations_and_never_send_one_at_once(
+    workspace: WorkspaceKeys, services: Services, slow_receiver: Receiver
+) -> None:
+    created = [
+        await create_destination(workspace, {"webhook": {"url": f"{slow_receiver.url}/d{n}"}})
+        for n in range(4)
+    ]
+    async with AsyncExitStack() as stack:
+        for _ in range(2):
+            await stack.enter_async_context(
+                running_worker(services.pool, services.bus, services.settings, FAST)
+            )
+
+        async def two_owners() -> bool:
+            return len(await lease_owners(services)) == 2
+
+        await wait_until(two_owners)
+        ids: list[str] = []
+        for _ in range(6):
+            ids += await ingest(workspace, [event("file.uploaded") for _ in range(50)])
+            await asyncio.sleep(0.1)
+        for n, dest in enumerate(created):
+            await wait_until(
+                lambda n=n, dest=dest: (
+                    ids[-1]
+                    in {
+                        e["id"]
+                        for e in webhook_events(slow_receiver, dest["webhookSecret"], f"/d{n}")
+                    }
+                )
+            )
+        assert len(await lease_owners(services)) == 2
+    assert set(slow_receiver.max_in_flight) == {f"/d{n}" for n in range(4)}
+    assert max(slow_receiver.max_in_flight.values()) == 1
+    for n, dest in enumerate(created):
+        got = [
+            e["id"]
+            for e in webhook_events(slow_receiver, dest["webhookSecret"], f"/d{n}")
+            if e["action"] == "file.uploaded"
+        ]
+        assert got == ids
+
+
+def start_worker_process(services: Services, tmp: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": services.database_url,
+        "AUDITLOG_SECRET_KEY": SECRET_KEY,
+        "AUDITLOG_ALLOW_PRIVATE_DESTINATIONS": "1",
+        "AUDITLOG_DATA_DIR": str(tmp),
+    }
+    env.pop("REDIS_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "auditlog.cli", "worker", "--lease-seconds", "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def test_worker_killed_mid_batch_loses_nothing(
+    workspace: WorkspaceKeys, services: Services, tmp_path: Path
+) -> None:
+    receiver = Receiver(delay=1.0)
+    await receiver.start()
+    first = start_worker_process(services, tmp_path)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/k"}})
+        secret = created["webhookSecret"]
+        ids = await ingest(workspace, [event("file.uploaded") for _ in range(3000)])
+        await wait_until(lambda: len(receiver.requests) >= 1, within=30)
+        await wait_until(lambda: receiver.in_flight.get("/k", 0) == 1, within=10, step=0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = len(webhook_events(receiver, secret))
+        assert killed_at < len(ids)
+        second = start_worker_process(services, tmp_path)
+        await wait_until(
+            lambda: ids[-1] in {e["id"] for e in webhook_events(receiver, secret)}, within=60
+        )
+        got = [e["id"] for e in webhook_events(receiver, secret) if e["action"] == "file.uploaded"]
+        assert set(got) == set(ids)
+        first_seen = list(dict.fromkeys(got))
+        assert first_seen == ids
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+        await receiver.stop()
