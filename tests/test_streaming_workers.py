@@ -11,13 +11,22 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage.database import owner_connection
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import running_worker
-from tests.conftest import SECRET_KEY, WorkspaceKeys, event
+from tests.conftest import (
+    SECRET_KEY,
+    WorkspaceKeys,
+    create_workspace_keys,
+    event,
+    make_settings,
+    start_service,
+    stop_service,
+)
 from tests.receivers import Receiver, wait_until
 from tests.streaming_gql import create_destination
 from tests.test_streaming_delivery import ingest, webhook_events
@@ -137,4 +146,26 @@ async def test_worker_killed_mid_batch_loses_nothing(
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(10)
+        await receiver.stop()
+
+
+async def test_serve_runs_stream_workers_in_the_background(
+    services: Services, tmp_path: Path
+) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    settings = make_settings(services.database_url, tmp_path)
+    running = await start_service(settings, background=True)
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as http:
+            ws = await create_workspace_keys(running.services, http)
+            created = await create_destination(ws, {"webhook": {"url": receiver.url + "/s"}})
+            ids = await ingest(ws, [event("file.uploaded") for _ in range(5)])
+            await wait_until(
+                lambda: (
+                    ids[-1] in {e["id"] for e in webhook_events(receiver, created["webhookSecret"])}
+                )
+            )
+    finally:
+        await stop_service(running)
         await receiver.stop()
