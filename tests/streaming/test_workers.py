@@ -15,8 +15,6 @@ import httpx
 import pytest
 
 from auditlog.runtime import Services
-from auditlog.storage.database import owner_connection
-from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import running_worker
 from tests.conftest import (
     SECRET_KEY,
@@ -27,17 +25,9 @@ from tests.conftest import (
     start_service,
     stop_service,
 )
-from tests.receivers import Receiver, wait_until
-from tests.streaming_gql import create_destination
-from tests.test_streaming_delivery import ingest, webhook_events
-
-FAST = DeliveryOptions(lease_seconds=4, poll_seconds=0.2, send_timeout=1.0)
-
-
-@pytest.fixture(autouse=True)
-async def no_leftover_destinations(services: Services) -> None:
-    async with owner_connection(services.database_url) as conn:
-        await conn.execute("DELETE FROM stream_destinations")
+from tests.streaming.conftest import FAST
+from tests.streaming.gql import create_destination
+from tests.streaming.receivers import Receiver, ingest, wait_until, webhook_events
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.conftest import WorkspaceKeys, free_port
 
 
 @dataclass
@@ -103,3 +104,27 @@ async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.05) -
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(step)
+
+
+def webhook_events(
+    receiver: Receiver, secret: str, path: str | None = None
+) -> list[dict[str, Any]]:
+    """Every event received, each request verified as a Standard Webhooks consumer does."""
+    verifier = Webhook(secret)
+    events: list[dict[str, Any]] = []
+    for request in receiver.requests:
+        if path is not None and request.path != path:
+            continue
+        body = verifier.verify(request.body, request.headers)
+        assert body["type"] == "audit_log.events"
+        events.extend(body["data"])
+    return events
+
+
+async def ingest(ws: WorkspaceKeys, events: list[dict[str, Any]]) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, len(events), 500):
+        response = await ws.ingest(events[start : start + 500])
+        assert response.status_code == 202, response.text
+        ids += response.json()["ids"]
+    return ids

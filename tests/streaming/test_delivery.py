@@ -6,68 +6,18 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from standardwebhooks import Webhook
 
 from auditlog.runtime import Services
-from auditlog.storage.database import owner_connection
-from auditlog.streaming.delivery import DeliveryOptions
-from auditlog.streaming.worker import StreamWorker, running_worker
+from auditlog.streaming.worker import StreamWorker
 from tests.conftest import WorkspaceKeys, event, free_port
-from tests.receivers import Receiver, wait_until
-from tests.streaming_gql import PAUSE, RESUME, UPDATE, create_destination, destination
-
-FAST = DeliveryOptions(lease_seconds=4, poll_seconds=0.2, send_timeout=1.0)
-
-
-@pytest.fixture(autouse=True)
-async def no_leftover_destinations(services: Services) -> None:
-    """Destinations of earlier tests point at receivers that are gone."""
-    async with owner_connection(services.database_url) as conn:
-        await conn.execute("DELETE FROM stream_destinations")
-
-
-@pytest.fixture
-async def worker(services: Services) -> AsyncIterator[StreamWorker]:
-    async with running_worker(services.pool, services.bus, services.settings, FAST) as w:
-        yield w
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-def webhook_events(
-    receiver: Receiver, secret: str, path: str | None = None
-) -> list[dict[str, Any]]:
-    """Every event received, each request verified as a Standard Webhooks consumer does."""
-    verifier = Webhook(secret)
-    events: list[dict[str, Any]] = []
-    for request in receiver.requests:
-        if path is not None and request.path != path:
-            continue
-        body = verifier.verify(request.body, request.headers)
-        assert body["type"] == "audit_log.events"
-        events.extend(body["data"])
-    return events
-
-
-async def ingest(ws: WorkspaceKeys, events: list[dict[str, Any]]) -> list[str]:
-    ids: list[str] = []
-    for start in range(0, len(events), 500):
-        response = await ws.ingest(events[start : start + 500])
-        assert response.status_code == 202, response.text
-        ids += response.json()["ids"]
-    return ids
+from tests.streaming.gql import PAUSE, RESUME, UPDATE, create_destination, destination
+from tests.streaming.receivers import Receiver, ingest, wait_until, webhook_events
 
 
 async def test_webhook_gets_every_event_in_order_signed(

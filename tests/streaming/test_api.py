@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,8 +14,7 @@ from auditlog.streaming.config import SplunkHecConfig, WebhookConfig
 from auditlog.streaming.destinations import StreamingAdmin, authorize
 from auditlog.streaming.netguard import DestinationRefused, GuardedClient, NetworkPolicy
 from tests.conftest import WorkspaceKeys, create_workspace_keys, make_settings
-from tests.receivers import Receiver
-from tests.streaming_gql import (
+from tests.streaming.gql import (
     CREATE,
     DELETE,
     LIST,
@@ -28,14 +26,7 @@ from tests.streaming_gql import (
     destination,
     error_of,
 )
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
+from tests.streaming.receivers import Receiver
 
 
 async def test_webhook_secret_is_generated_and_shown_only_at_creation(
