@@ -240,10 +240,13 @@ async def claim_destinations(
 async def renew_lease(
     conn: asyncpg.Connection, worker_id: str, key: DestinationKey, lease_seconds: float
 ) -> DestinationRow | None:
-    """Extend our lease and return the current definition; None when it is no longer ours."""
+    """Extend our lease and return the current definition; None when it is no longer
+    ours (or the workspace left the ENTERPRISE plan)."""
     record = await conn.fetchrow(
         f"""UPDATE stream_destinations SET lease_until = now() + make_interval(secs => $4)
             WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()
+              AND EXISTS (SELECT 1 FROM workspaces w
+                          WHERE w.id = workspace_id AND w.plan = 'ENTERPRISE')
             RETURNING {_COLUMNS}""",
         key.workspace_id,
         key.id,

@@ -32,6 +32,7 @@ import asyncpg
 import orjson
 
 from auditlog.catalog import Category
+from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
 from auditlog.storage.events import StoredEvent, read_events_since
 from auditlog.streaming.bus import LiveBus, channel_for
@@ -164,11 +165,23 @@ class DestinationDelivery:
             await asyncio.wait_for(wake.wait(), timeout=max(seconds, 0.0))
         wake.clear()
 
-    def _load(self, row: store.DestinationRow) -> Sink:
-        config = restore_config(row.kind, row.config, self.box.open(row.secrets))
-        return build_sink(
+    async def _ensure_sink(self, row: store.DestinationRow) -> bool:
+        """A sink for the row's generation; False (failure recorded) when it cannot be built."""
+        if self.sink is not None and row.generation == self.generation:
+            return True
+        if self.sink is not None:
+            await self.sink.aclose()
+            self.sink = None
+        try:
+            config = restore_config(row.kind, row.config, self.box.open(row.secrets))
+        except ConfigError as exc:
+            await self._failed(row, SinkError(str(exc), retryable=False))
+            return False
+        self.sink = build_sink(
             SinkTarget(row.workspace_id, row.id), config, self.policy, self.options.send_timeout
         )
+        self.generation = row.generation
+        return True
 
     async def _step(self, wake: asyncio.Event) -> bool:
         """One round; False when this worker must stop delivering the destination."""
@@ -176,19 +189,16 @@ class DestinationDelivery:
             row = await store.renew_lease(
                 conn, self.worker_id, self.key, self.options.lease_seconds
             )
-            if row is None or row.status == "PAUSED":
-                return False
-            if row.generation != self.generation:
-                if self.sink is not None:
-                    await self.sink.aclose()
-                self.sink = self._load(row)
-                self.generation = row.generation
-            now = datetime.now(UTC)
-            if row.retry_at is not None and row.retry_at > now:
-                wait = min((row.retry_at - now).total_seconds(), self.options.poll_seconds)
-                events: list[StoredEvent] = []
-            else:
-                wait = self.options.poll_seconds
+        if row is None or row.status == "PAUSED":
+            return False
+        now = datetime.now(UTC)
+        if row.retry_at is not None and row.retry_at > now:
+            wait = (row.retry_at - now).total_seconds()
+            await self._wait(wake, min(wait, self.options.poll_seconds))
+            return True
+        events: list[StoredEvent] = []
+        if await self._ensure_sink(row):
+            async with self.pool.acquire() as conn:
                 events = await read_events_since(
                     conn,
                     row.workspace_id,
@@ -197,7 +207,7 @@ class DestinationDelivery:
                     limit=self.options.read_limit,
                 )
         if not events:
-            await self._wait(wake, wait)
+            await self._wait(wake, self.options.poll_seconds)
             return True
         return await self._deliver(row, events)
 
@@ -245,8 +255,7 @@ class DestinationDelivery:
             )
 
     async def _failed(self, row: store.DestinationRow, error: SinkError) -> None:
-        assert self.sink is not None
-        message = scrub(str(error), self.sink.secret_values())
+        message = scrub(str(error), self.sink.secret_values() if self.sink else [])
         if error.retryable:
             delay = backoff_delay(row.attempts, error.retry_after, self.rng)
             failing = row.attempts + 1 >= FAILING_AFTER

@@ -68,7 +68,7 @@ class StreamWorker:
             while not stop.is_set():
                 try:
                     await self.balance()
-                except (OSError, asyncpg.PostgresError):
+                except Exception:  # a background loop outlives any one failure
                     log.exception("stream worker %s: balancing failed; retrying", self.worker_id)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=BALANCE_SECONDS)

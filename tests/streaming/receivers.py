@@ -40,6 +40,7 @@ class Receiver:
     delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
     failures: int = 0
+    failed_at: list[float] = field(default_factory=list)
     in_flight: dict[str, int] = field(default_factory=dict)
     max_in_flight: dict[str, int] = field(default_factory=dict)
     url: str = ""
@@ -58,6 +59,7 @@ class Receiver:
                 await asyncio.sleep(self.delay)
             if self.failures < self.fail_first:
                 self.failures += 1
+                self.failed_at.append(time.monotonic())
                 return Response("busy", status_code=self.fail_status, headers=self.fail_headers)
             if self.status >= 300:
                 return Response("refused", status_code=self.status)

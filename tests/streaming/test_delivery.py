@@ -154,12 +154,11 @@ async def test_s3_gets_gzip_ndjson_objects_under_partitioned_keys(
 async def test_receiver_failing_first_requests_gets_everything_after_retries(
     workspace: WorkspaceKeys, receiver: Receiver, worker: StreamWorker
 ) -> None:
-    receiver.fail_first, receiver.fail_headers = 3, {"Retry-After": "1"}
+    receiver.fail_first, receiver.fail_headers = 3, {"Retry-After": "2"}
     created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/flaky"}})
     ids = await ingest(workspace, [event("folder.created") for _ in range(100)])
     dest_id = created["destination"]["id"]
     await wait_until(lambda: receiver.failures >= 1)
-    assert (await destination(workspace, dest_id))["lastError"].startswith("HTTP 503")
     await wait_until(
         lambda: ids[-1] in {e["id"] for e in webhook_events(receiver, created["webhookSecret"])},
         within=30,
@@ -167,7 +166,47 @@ async def test_receiver_failing_first_requests_gets_everything_after_retries(
     got = [e["id"] for e in webhook_events(receiver, created["webhookSecret"])]
     assert [i for i in got if i in set(ids)] == ids
     assert receiver.failures == 3
-    assert (await destination(workspace, dest_id))["lastError"] is None
+    gaps = [b - a for a, b in zip(receiver.failed_at, receiver.failed_at[1:], strict=False)]
+    assert min(gaps) >= 1.9, gaps  # Retry-After: 2 outweighs the first backoff steps
+    dest = await destination(workspace, dest_id)
+    assert dest["lastError"] is None and dest["status"] == "ACTIVE"
+
+
+async def test_error_is_shown_while_retrying(
+    workspace: WorkspaceKeys, receiver: Receiver, worker: StreamWorker
+) -> None:
+    receiver.fail_first = 1000
+    created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/down"}})
+    await ingest(workspace, [event("folder.created") for _ in range(3)])
+    await wait_until(lambda: receiver.failures >= 1)
+
+    async def shown() -> bool:
+        dest = await destination(workspace, created["destination"]["id"])
+        return bool(dest["lastError"]) and dest["lastError"].startswith("HTTP 503")
+
+    await wait_until(shown, within=5)
+
+
+async def test_splunk_batches_stay_within_one_megabyte(
+    workspace: WorkspaceKeys, receiver: Receiver, worker: StreamWorker
+) -> None:
+    await create_destination(workspace, {"splunkHec": {"url": receiver.url, "token": "t"}})
+    big = [event("file.uploaded", metadata={"note": "x" * 30_000}) for _ in range(80)]
+    ids = await ingest(workspace, big)
+
+    def delivered() -> list[str]:
+        decoder, found = json.JSONDecoder(), []
+        for request in receiver.requests:
+            text, pos = request.body.decode(), 0
+            while pos < len(text):
+                obj, pos = decoder.raw_decode(text, pos)
+                found.append(obj["event"]["id"])
+        return found
+
+    await wait_until(lambda: ids[-1] in delivered())
+    assert [i for i in delivered() if i in set(ids)] == ids
+    assert len(receiver.requests) >= 3
+    assert all(len(r.body) <= 1_000_000 for r in receiver.requests)
 
 
 async def test_refusing_receiver_marks_failing_and_update_retries_at_once(
