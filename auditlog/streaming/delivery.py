@@ -93,7 +93,7 @@ def scrub(text: str, secrets: list[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
-    return text[:500]
+    return text[:300]
 
 
 def _out(event: StoredEvent) -> OutEvent:

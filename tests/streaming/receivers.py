@@ -62,7 +62,10 @@ class Receiver:
                 self.failed_at.append(time.monotonic())
                 return Response("busy", status_code=self.fail_status, headers=self.fail_headers)
             if self.status >= 300:
-                return Response("refused", status_code=self.status)
+                # Echo the credentials back, as a careless receiver might: they must
+                # still never surface in lastError or the logs.
+                echoed = f"refused {dict(request.headers)}"
+                return Response(echoed, status_code=self.status)
             self.requests.append(
                 Received(
                     path, {k.lower(): v for k, v in request.headers.items()}, body, time.time()

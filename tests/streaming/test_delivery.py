@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ from moto.server import ThreadedMotoServer
 from auditlog.runtime import Services
 from auditlog.streaming.worker import StreamWorker
 from tests.conftest import WorkspaceKeys, event, free_port
-from tests.streaming.gql import PAUSE, RESUME, UPDATE, create_destination, destination
+from tests.streaming.gql import PAUSE, RESUME, TEST, UPDATE, create_destination, destination
 from tests.streaming.receivers import Receiver, ingest, wait_until, webhook_events
 
 
@@ -290,3 +291,32 @@ async def test_categories_filter_what_a_destination_gets(
     got = webhook_events(receiver, secret)
     assert {e["category"] for e in got} == {"DATA"}
     assert [e["id"] for e in got] == [*data_ids, marker[0]]
+
+
+async def test_credentials_never_reach_errors_or_logs(
+    workspace: WorkspaceKeys,
+    receiver: Receiver,
+    worker: StreamWorker,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver.status = 403
+    token = "hec-secret-token-4242"
+    created = await create_destination(
+        workspace, {"splunkHec": {"url": receiver.url, "token": token}}
+    )
+    dest_id = created["destination"]["id"]
+    await ingest(workspace, [event("file.uploaded")])
+
+    async def failing() -> bool:
+        return (await destination(workspace, dest_id))["status"] == "FAILING"
+
+    await wait_until(failing)
+    dest = await destination(workspace, dest_id)
+    assert dest["lastError"].startswith("HTTP 403") and "********" in dest["lastError"]
+    test = await workspace.gql(TEST, {"id": dest_id})
+    assert (
+        token not in str(test) and "********" in test["data"]["testStreamingDestination"]["error"]
+    )
+    assert token not in str(dest)
+    assert caplog.records and all(token not in r.getMessage() for r in caplog.records)

@@ -95,7 +95,7 @@ def judge_status(status: int, headers: httpx.Headers | dict[str, str], body: str
     """Raise SinkError unless the status acknowledges the batch."""
     if 200 <= status < 300:
         return
-    detail = " ".join(body.split())[:200]
+    detail = " ".join(body[:4000].split())  # cut after credentials are scrubbed (delivery.scrub)
     message = f"HTTP {status}" + (f": {detail}" if detail else "")
     if status in (408, 425, 429) or status >= 500:
         retry_after = parse_retry_after(headers.get("retry-after"))
