@@ -128,7 +128,7 @@ async def test_s3_gets_gzip_ndjson_objects_under_partitioned_keys(
         "prefix": "logs/",
         "accessKeyId": "testing",
         "secretAccessKey": "testing",
-        "endpointUrl": s3_endpoint,
+        "endpointUrl": s3_endpoint.replace("127.0.0.1", "localhost"),  # a name, path-style
     }
     await create_destination(workspace, {"s3": config})
     ids = await ingest(workspace, [event("file.deleted") for _ in range(300)])

@@ -65,6 +65,10 @@ class S3Sink(Sink):
                         connect_timeout=min(self.timeout, 5.0),
                         read_timeout=self.timeout,
                         retries={"max_attempts": 1},  # retries are delivery's, with its backoff
+                        # A custom endpoint is addressed exactly as given (MinIO and
+                        # most S3-compatible stores need it): the checked name is the
+                        # one connected to, never <bucket>.<name>.
+                        s3={"addressing_style": "path"} if self.config.endpoint_url else None,
                     ),
                 )
             )
