@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -72,8 +73,8 @@ class NetworkPolicy:
             pass  # unknown today: delivery reports it, and checks again at every request
         return parsed
 
-    async def resolve(self, host: str, port: int) -> str:
-        """One address to connect to; every address the name has must be allowed."""
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to, in order; every address the name has must be allowed."""
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         if not addresses:
@@ -84,28 +85,53 @@ class NetworkPolicy:
                     raise DestinationRefused(
                         f"{host} resolves to {address}, a private or internal address"
                     )
-        return str(addresses[0])
+        return list(dict.fromkeys(str(a) for a in addresses))
 
 
 class GuardedClient:
-    """An HTTP client that only connects to addresses the policy allows."""
+    """An HTTP client that only connects to addresses the policy allows.
 
-    def __init__(self, policy: NetworkPolicy, timeout: float) -> None:
+    Pooled connections are keyed by address, so each name gets its own pool: a
+    connection verified for one name is never reused for another on the same address.
+    """
+
+    def __init__(
+        self, policy: NetworkPolicy, timeout: float, verify: ssl.SSLContext | bool = True
+    ) -> None:
         self.policy = policy
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            follow_redirects=False,
-            trust_env=False,  # a proxy from the environment would connect for us, unchecked
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
-        )
+        self._verify = verify
+        self._timeout = timeout
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        if host not in self._clients:
+            self._clients[host] = httpx.AsyncClient(
+                verify=self._verify,
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+                follow_redirects=False,
+                trust_env=False,  # a proxy from the environment would connect for us, unchecked
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            )
+        return self._clients[host]
 
     async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
         target = httpx.URL(url)
         if target.scheme != "https" and not self.policy.allow_private:
             raise DestinationRefused("only https destinations are allowed")
-        address = await self.policy.resolve(target.host, target.port or _default_port(target))
+        addresses = await self.policy.resolve(target.host, target.port or _default_port(target))
+        for address in addresses[:-1]:  # the next one when a name has several
+            try:
+                return await self._post_to(target, address, content, headers)
+            except httpx.ConnectError:
+                continue
+        return await self._post_to(target, addresses[-1], content, headers)
+
+    async def _post_to(
+        self, target: httpx.URL, address: str, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Connect to the checked address; the name stays in Host and TLS (SNI, certificate)."""
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        return await self._client.post(
+        return await self._client_for(target.host).post(
             target.copy_with(host=address),
             content=content,
             headers={**headers, "Host": target.netloc.decode("ascii")},
@@ -113,7 +139,9 @@ class GuardedClient:
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
 def _default_port(url: httpx.URL) -> int:
