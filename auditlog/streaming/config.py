@@ -155,9 +155,12 @@ async def validate_config(
             value = _text(getattr(config, name), f"{arg}.{name}")
             if value is not None and not _SPLUNK_NAME.match(value):
                 raise BadInputError(f"{arg}.{name}", "letters, digits, '_', ':', '.', '-' only")
+        url = config.url.strip().rstrip("/")
+        for suffix in ("/services/collector/event", "/services/collector"):
+            url = url.removesuffix(suffix)  # the HEC base is wanted; tolerate the full path
         return replace(
             config,
-            url=config.url.strip().rstrip("/"),
+            url=url,
             token=_text(config.token, f"{arg}.token", required=True) or "",
             index=_text(config.index, f"{arg}.index"),
             sourcetype=_text(config.sourcetype, f"{arg}.sourcetype"),

@@ -88,6 +88,18 @@ class NetworkPolicy:
         return list(dict.fromkeys(str(a) for a in addresses))
 
 
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A destination's answer: status, headers and the start of its body."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+
 class GuardedClient:
     """An HTTP client that only connects to addresses the policy allows.
 
@@ -114,7 +126,7 @@ class GuardedClient:
             )
         return self._clients[host]
 
-    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> Answer:
         target = httpx.URL(url)
         if target.scheme != "https" and not self.policy.allow_private:
             raise DestinationRefused("only https destinations are allowed")
@@ -128,15 +140,31 @@ class GuardedClient:
 
     async def _post_to(
         self, target: httpx.URL, address: str, content: bytes, headers: dict[str, str]
-    ) -> httpx.Response:
-        """Connect to the checked address; the name stays in Host and TLS (SNI, certificate)."""
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        return await self._client_for(target.host).post(
+    ) -> Answer:
+        """Connect to the checked address; the name stays in Host and TLS (SNI, certificate).
+
+        Only the first MAX_ANSWER_BYTES of the answer are read (undecoded): a
+        destination answering without end cannot fill this process's memory.
+        """
+        client = self._client_for(target.host)
+        request = client.build_request(
+            "POST",
             target.copy_with(host=address),
             content=content,
             headers={**headers, "Host": target.netloc.decode("ascii")},
-            extensions=extensions,
+            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
         )
+        response = await client.send(request, stream=True)
+        try:
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= MAX_ANSWER_BYTES:
+                    break
+        finally:
+            await response.aclose()
+        text = body[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace")
+        return Answer(response.status_code, response.headers, text)
 
     async def aclose(self) -> None:
         for client in self._clients.values():

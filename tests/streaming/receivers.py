@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,10 +17,17 @@ import uvicorn
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.conftest import WorkspaceKeys, free_port
+
+
+async def _garbage() -> AsyncIterator[bytes]:
+    chunk = bytes(range(256)) * 256
+    while True:
+        yield chunk
+        await asyncio.sleep(0)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class Receiver:
     fail_headers: dict[str, str] = field(default_factory=dict)
     status: int = 200
     hang: bool = False
+    endless: bool = False  # answer 500 with a body that never ends
     delay: float = 0.0
     requests: list[Received] = field(default_factory=list)
     failures: int = 0
@@ -55,6 +64,8 @@ class Receiver:
             body = await request.body()
             if self.hang:
                 await asyncio.Event().wait()
+            if self.endless:
+                return StreamingResponse(_garbage(), status_code=500)
             if self.delay:
                 await asyncio.sleep(self.delay)
             if self.failures < self.fail_first:

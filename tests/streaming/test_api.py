@@ -301,3 +301,14 @@ async def test_redirects_are_not_followed(workspace: WorkspaceKeys, receiver: Re
     result = await workspace.gql(TEST, {"id": created["destination"]["id"]})
     report = result["data"]["testStreamingDestination"]
     assert report["ok"] is False and "redirects are not followed" in report["error"]
+
+
+async def test_endless_garbage_answer_is_cut_short(
+    workspace: WorkspaceKeys, receiver: Receiver
+) -> None:
+    receiver.endless = True
+    created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/g"}})
+    result = await workspace.gql(TEST, {"id": created["destination"]["id"]})
+    report = result["data"]["testStreamingDestination"]
+    assert report["ok"] is False and report["statusCode"] == 500
+    assert report["error"].startswith("HTTP 500") and len(report["error"]) <= 300
