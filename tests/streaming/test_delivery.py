@@ -320,3 +320,28 @@ async def test_credentials_never_reach_errors_or_logs(
     )
     assert token not in str(dest)
     assert caplog.records and all(token not in r.getMessage() for r in caplog.records)
+
+
+async def test_resume_retries_a_failing_destination_at_once_with_its_secret_kept(
+    workspace: WorkspaceKeys, receiver: Receiver, worker: StreamWorker
+) -> None:
+    receiver.status = 404
+    created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/gone"}})
+    dest_id, secret = created["destination"]["id"], created["webhookSecret"]
+    ids = await ingest(workspace, [event("file.uploaded") for _ in range(5)])
+
+    async def failing() -> bool:
+        return (await destination(workspace, dest_id))["status"] == "FAILING"
+
+    await wait_until(failing)
+    # A new URL without a secret keeps the secret; then pause and resume.
+    moved = {"config": {"webhook": {"url": receiver.url + "/moved"}}}
+    await workspace.gql(PAUSE, {"id": dest_id})
+    assert "errors" not in await workspace.gql(UPDATE, {"id": dest_id, "input": moved})
+    receiver.status = 200
+    resumed = await workspace.gql(RESUME, {"id": dest_id})
+    assert resumed["data"]["resumeStreamingDestination"]["status"] == "ACTIVE"
+    await wait_until(
+        lambda: ids[-1] in {e["id"] for e in webhook_events(receiver, secret, "/moved")},
+        within=10,
+    )
