@@ -16,6 +16,7 @@ from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
+from auditlog.streaming.worker import running_worker
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
             app.state.background = background
+            if background:
+                await stack.enter_async_context(
+                    running_worker(services.pool, services.bus, services.settings)
+                )
             yield
 
     return Starlette(

@@ -19,6 +19,7 @@ from auditlog.schema.errors import ErrorCodes
 from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.scalars import SCALAR_MAP
+from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -28,7 +29,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query(ExportQuery):
+class Query(ExportQuery, StreamingQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,
@@ -55,7 +56,7 @@ class Query(ExportQuery):
 
 
 @strawberry.type
-class Mutation(ExportMutation):
+class Mutation(ExportMutation, StreamingMutation):
     pass
 
 
