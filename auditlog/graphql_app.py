@@ -19,6 +19,8 @@ from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 
+MAX_REQUEST_BYTES = 256 * 1024
+
 
 class AuditLogGraphQL(GraphQL[Context, None]):
     async def get_context(
@@ -38,6 +40,15 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+            message = f"a GraphQL request holds at most {MAX_REQUEST_BYTES} bytes"
+            too_large = json_response(
+                {"errors": [{"message": message, "extensions": {"code": "QUERY_TOO_COMPLEX"}}]},
+                413,
+            )
+            await too_large(scope, receive, send)
+            return
         wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if not wants_ide and request.method in ("GET", "POST"):
             try:

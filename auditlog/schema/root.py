@@ -16,8 +16,10 @@ from strawberry.schema.config import StrawberryConfig
 from auditlog.resolvers import events as event_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.errors import ErrorCodes
+from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.scalars import SCALAR_MAP
+from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -27,7 +29,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query:
+class Query(ExportQuery, StreamingQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,
@@ -53,6 +55,11 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
+@strawberry.type
+class Mutation(ExportMutation, StreamingMutation):
+    pass
+
+
 def build_schema() -> strawberry.Schema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
@@ -65,6 +72,7 @@ def build_schema() -> strawberry.Schema:
     ]
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )
