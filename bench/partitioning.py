@@ -6,31 +6,26 @@ the service does, one by day. The service's own read functions then run the
 same reads on both, interleaved, as the runtime role with the service's
 connection settings; the median and p95 of REPEAT runs are printed.
 
-Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/partitioning.py
+Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench.partitioning
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from auditlog.runtime import migrate
 from auditlog.storage import events as store
 from auditlog.storage.database import create_pool
+from bench.common import fresh_database
 from bench.datagen import ensure_months, generate_events
-from bench.retention import database_of
 
 WORKSPACES = [f"ws-{i}" for i in range(10)]
 
@@ -49,7 +44,6 @@ async def create_daily_partitions(conn: asyncpg.Connection, first: date, last: d
 
 
 async def prepare(url: str, daily: bool, events: int, days: int, now: datetime) -> float:
-    await migrate(url)
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(
@@ -112,18 +106,14 @@ async def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--repeat", type=int, default=30)
     args = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    tag = uuid.uuid4().hex[:8]
-    names = {"monthly": f"auditlog_bench_monthly_{tag}", "daily": f"auditlog_bench_daily_{tag}"}
-    admin = await asyncpg.connect(server)
     now = datetime.now(UTC)
-    try:
+    async with AsyncExitStack() as stack:
         pools = {}
-        for kind, name in names.items():
-            await admin.execute(f'CREATE DATABASE "{name}"')
-            url = database_of(server, name)
+        for kind in ("monthly", "daily"):
+            url = await stack.enter_async_context(fresh_database(f"auditlog_bench_{kind}"))
             took = await prepare(url, kind == "daily", args.events, args.days, now)
             pools[kind] = await create_pool(url, min_size=1, max_size=1)
+            stack.push_async_callback(pools[kind].close)
             async with pools[kind].acquire() as conn:
                 parts = await conn.fetchval(
                     "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass"
@@ -148,12 +138,6 @@ async def main() -> None:
             med = {k: statistics.median(v) for k, v in timings.items()}
             print(f"{label:<28}{med['monthly']:>12.2f}{med['daily']:>12.2f}"
                   f"{med['daily'] / med['monthly']:>14.1f}x")  # fmt: skip
-        for pool in pools.values():
-            await pool.close()
-    finally:
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

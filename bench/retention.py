@@ -13,7 +13,7 @@ time), and the real `auditlog maintain` runs beside it:
 2. partition drop: the ALONE workspace downgraded to EARLY_ACCESS, maintain;
 3. row purge: the EXPIRING workspace downgraded to EARLY_ACCESS, maintain.
 
-Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/retention.py
+Usage: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench.retention
 """
 
 from __future__ import annotations
@@ -27,25 +27,17 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from bench.common import fresh_database, percentile, server_process
 from bench.datagen import ensure_months, generate_events
 
 KEEPERS = [f"keep-{i}" for i in range(9)]
 BATCH = 100
 SECRET = "bench-secret-key-0123456789abcdef"
-
-
-def database_of(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
 
 
 def cli_env(url: str, data_dir: str) -> dict[str, str]:
@@ -130,9 +122,15 @@ class IngestLoad:
         await self.client.aclose()
 
 
-def p(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+def p99_ms(values: list[float]) -> float:
+    return percentile(values, 99) * 1000
+
+
+async def downgrade(owner: asyncpg.Connection, workspace_id: str) -> None:
+    await owner.execute(
+        "UPDATE workspaces SET plan = 'EARLY_ACCESS', retention_days = 90 WHERE id = $1",
+        workspace_id,
+    )
 
 
 async def timed_maintain(env: dict[str, str], load: IngestLoad, phase: str) -> tuple[float, str]:
@@ -151,91 +149,60 @@ async def main() -> None:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--baseline-seconds", type=float, default=40)
     args = parser.parse_args()
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"auditlog_bench_retention_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_of(server, name)
-    tmp = tempfile.mkdtemp(prefix="auditlog-bench-")
-    env = cli_env(url, tmp)
-    serve: asyncio.subprocess.Process | None = None
-    try:
-        await run_cli(env, "migrate")
+    async with fresh_database("auditlog_bench_retention") as url:
+        env = cli_env(url, tempfile.mkdtemp(prefix="auditlog-bench-"))
         owner = await asyncpg.connect(url)
         await load_data(owner, args.total, args.expiring, args.alone)
-        port = 18_000 + os.getpid() % 1000
-        serve = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "auditlog.cli", "serve", "--no-background",
-            "--port", str(port), "--log-level", "warning", env=env,
-        )  # fmt: skip
-        key = orjson.loads(
-            await run_cli(
-                env, "keys", "create", "--workspace", "live", "--role", "ingest", "--json"
-            )
-        )["key"]
-        base = f"http://127.0.0.1:{port}"
-        async with httpx.AsyncClient() as probe:
-            for _ in range(100):
-                try:
-                    if (await probe.get(base + "/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.2)
-        load = IngestLoad(base, key, args.rate)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(load.run(stop))
-        await asyncio.sleep(5)
-        load.phase = "baseline"
-        await asyncio.sleep(args.baseline_seconds)
-
-        await owner.execute(
-            "UPDATE workspaces SET plan = 'EARLY_ACCESS', retention_days = 90 WHERE id = 'alone'"
+        created = await run_cli(
+            env, "keys", "create", "--workspace", "live", "--role", "ingest", "--json"
         )
-        drop_s, drop_out = await timed_maintain(env, load, "partition drop")
-        await owner.execute(
-            "UPDATE workspaces SET plan = 'EARLY_ACCESS', retention_days = 90 WHERE id = 'expiring'"
-        )
-        purge_s, purge_out = await timed_maintain(env, load, "row purge")
-        load.phase = "after"
-        await asyncio.sleep(3)
-        stop.set()
-        await runner
-
+        async with server_process(url, env=env) as (base, _):
+            load = IngestLoad(base, orjson.loads(created)["key"], args.rate)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(load.run(stop))
+            await asyncio.sleep(5)
+            load.phase = "baseline"
+            await asyncio.sleep(args.baseline_seconds)
+            await downgrade(owner, "alone")
+            drop_s, drop_out = await timed_maintain(env, load, "partition drop")
+            await downgrade(owner, "expiring")
+            purge_s, purge_out = await timed_maintain(env, load, "row purge")
+            load.phase = "after"
+            await asyncio.sleep(3)
+            stop.set()
+            await runner
         left = await owner.fetchval(
             "SELECT count(*) FROM audit_events WHERE workspace_id IN ('expiring', 'alone')"
         )
-        print(drop_out.strip())
-        print(purge_out.strip())
-        print(
-            f"\nevents: {args.total:,} total; purged {args.expiring:,} by row "
-            f"and {args.alone:,} by partition drop; left of theirs: {left}"
-        )
-        print(f"ingest: {args.rate} events/s in batches of {BATCH}; failures {load.failures}")
-        print(
-            f"partition drop pass: {drop_s:.1f} s   row purge pass: {purge_s:.1f} s "
-            f"({args.expiring / purge_s:,.0f} events/s)"
-        )
-        base_lat = load.latencies["baseline"]
-        print(f"{'phase':<16}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-        for phase in ("baseline", "partition drop", "row purge"):
-            lat = load.latencies.get(phase, [])
-            if lat:
-                print(
-                    f"{phase:<16}{len(lat):>9}{statistics.median(lat) * 1000:>9.1f}"
-                    f"{p(lat, 0.99):>9.1f}{max(lat) * 1000:>9.1f}"
-                )
-        for phase in ("partition drop", "row purge"):
-            if load.latencies.get(phase):
-                ratio = p(load.latencies[phase], 0.99) / p(base_lat, 0.99)
-                print(f"ingest p99 during {phase} / without: {ratio:.2f}x (target <= 2)")
         await owner.close()
-    finally:
-        if serve is not None and serve.returncode is None:
-            serve.terminate()
-            await serve.wait()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    print(drop_out.strip())
+    print(purge_out.strip())
+    print(
+        f"\nevents: {args.total:,} total; purged {args.expiring:,} by row "
+        f"and {args.alone:,} by partition drop; left of theirs: {left}"
+    )
+    print(f"ingest: {args.rate} events/s in batches of {BATCH}; failures {load.failures}")
+    print(
+        f"partition drop pass: {drop_s:.1f} s   row purge pass: {purge_s:.1f} s "
+        f"({args.expiring / purge_s:,.0f} events/s)"
+    )
+    report(load)
+
+
+def report(load: IngestLoad) -> None:
+    base_lat = load.latencies["baseline"]
+    print(f"{'phase':<16}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for phase in ("baseline", "partition drop", "row purge"):
+        lat = load.latencies.get(phase, [])
+        if lat:
+            print(
+                f"{phase:<16}{len(lat):>9}{statistics.median(lat) * 1000:>9.1f}"
+                f"{p99_ms(lat):>9.1f}{max(lat) * 1000:>9.1f}"
+            )
+    for phase in ("partition drop", "row purge"):
+        if load.latencies.get(phase):
+            ratio = p99_ms(load.latencies[phase]) / p99_ms(base_lat)
+            print(f"ingest p99 during {phase} / without: {ratio:.2f}x (target <= 2)")
 
 
 if __name__ == "__main__":
