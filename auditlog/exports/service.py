@@ -126,5 +126,10 @@ async def stream_part(
 ) -> AsyncIterator[list[str]]:
     """One part's stored payloads in batches; holds one pooled connection while it runs."""
     async with services.pool.acquire() as conn:
-        async for batch in export_store.stream_export_part(conn, row, part):
+        # A plan changed since the export was made narrows what its files show.
+        workspace = await read_workspace(conn, row.workspace_id)
+        retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
+        async for batch in export_store.stream_export_part(
+            conn, row, part, retention_start=retention_start
+        ):
             yield batch

@@ -212,10 +212,14 @@ async def read_exports(
     return [_row(r) for r in records]
 
 
-def part_query(row: ExportRow, part: int) -> tuple[str, list[object]]:
+def part_query(
+    row: ExportRow, part: int, retention_start: datetime | None = None
+) -> tuple[str, list[object]]:
+    """`retention_start`: the workspace's retention now, when it is later than the plan's."""
     plan = row.plan
+    bounds = [b for b in (plan.retention_start, retention_start) if b is not None]
     where, args = _snapshot_where(
-        row.workspace_id, row.criteria, plan.snapshot, plan.retention_start
+        row.workspace_id, row.criteria, plan.snapshot, max(bounds, default=None)
     )
     if part > 1:
         newer = plan.part_ends[part - 2]
@@ -232,12 +236,17 @@ def part_query(row: ExportRow, part: int) -> tuple[str, list[object]]:
 
 
 async def stream_export_part(
-    conn: asyncpg.Connection, row: ExportRow, part: int, *, batch_size: int = 2000
+    conn: asyncpg.Connection,
+    row: ExportRow,
+    part: int,
+    *,
+    batch_size: int = 2000,
+    retention_start: datetime | None = None,
 ) -> AsyncIterator[list[str]]:
     """The stored payloads of one part, newest first, in batches from a server-side cursor."""
     if not 1 <= part <= row.part_count:
         raise ValueError(f"part must be between 1 and {row.part_count}")
-    sql, args = part_query(row, part)
+    sql, args = part_query(row, part, retention_start)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         cursor = await conn.cursor(sql, *args)
         # The database reads the next batch while the caller encodes this one.

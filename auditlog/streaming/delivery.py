@@ -35,6 +35,7 @@ from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
 from auditlog.storage.events import StoredEvent, read_events_since
+from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.bus import LiveBus, channel_for
 from auditlog.streaming.config import MASK, restore_config
 from auditlog.streaming.credentials import CredentialBox
@@ -199,12 +200,15 @@ class DestinationDelivery:
         events: list[StoredEvent] = []
         if await self._ensure_sink(row):
             async with self.pool.acquire() as conn:
+                # Never an event older than the retention as it is now (docs/retention.md).
+                workspace = await read_workspace(conn, row.workspace_id)
                 events = await read_events_since(
                     conn,
                     row.workspace_id,
                     after_xid=row.cursor_xid,
                     after_seq=row.cursor_seq,
                     limit=self.options.read_limit,
+                    retention_start=workspace.retention_start(now) if workspace else None,
                 )
         if not events:
             await self._wait(wake, self.options.poll_seconds)
