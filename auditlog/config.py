@@ -38,6 +38,9 @@ class Settings:
     allow_private_destinations: bool = False
     # Where the service keeps the generated secret key when none is configured.
     secret_key_generated: bool = False
+    # Live tail: identical subscriptions share one execution (off only to measure).
+    live_sharing: bool = True
+    live_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -58,6 +61,7 @@ class Settings:
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
+            live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
