@@ -37,7 +37,9 @@ class LiveClient:
             elif "id" in message:
                 self.inbox.setdefault(message["id"], asyncio.Queue()).put_nowait(message)
 
-    async def subscribe(self, variables: dict[str, Any] | None = None, query: str = EDGE_DOC) -> str:
+    async def subscribe(
+        self, variables: dict[str, Any] | None = None, query: str = EDGE_DOC
+    ) -> str:
         op_id = str(next(self._ids))
         self.inbox.setdefault(op_id, asyncio.Queue())
         kind = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
@@ -45,13 +47,13 @@ class LiveClient:
         await self.ws.send(json.dumps({"id": op_id, "type": kind, "payload": payload}))
         return op_id
 
-    async def next_message(self, op_id: str, timeout: float = 10) -> dict[str, Any]:
-        return await asyncio.wait_for(self.inbox[op_id].get(), timeout)
+    async def next_message(self, op_id: str, wait: float = 10) -> dict[str, Any]:
+        return await asyncio.wait_for(self.inbox[op_id].get(), wait)
 
-    async def edges(self, op_id: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+    async def edges(self, op_id: str, count: int, wait: float = 10) -> list[dict[str, Any]]:
         out = []
         for _ in range(count):
-            message = await self.next_message(op_id, timeout)
+            message = await self.next_message(op_id, wait)
             assert message["type"] in ("next", "data"), message
             assert "errors" not in message["payload"], message
             out.append(message["payload"]["data"]["auditEvents"])

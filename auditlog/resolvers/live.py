@@ -9,8 +9,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Hashable
 from typing import Any
 
+from graphql import GraphQLError
+
 from auditlog.cursors import CursorCodec
+from auditlog.errors import AuditLogError, BadInputError
 from auditlog.schema.context import Info
+from auditlog.schema.errors import code_for
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.live import LiveEdge
 from auditlog.schema.types import AuditEvent
@@ -26,6 +30,23 @@ def _sharing_group(info: Info, workspace_id: str) -> Hashable:
 
 
 async def audit_events(
+    info: Info, filter: AuditEventFilter | None, after: str | None
+) -> AsyncGenerator[Any, None]:
+    try:
+        return _start(info, filter, after)
+    except AuditLogError as exc:
+        # Sent as the subscription's `error` message, before any extension runs:
+        # the code has to be on the error itself.
+        code = code_for(exc)
+        if code is None:
+            raise
+        extensions: dict[str, Any] = {"code": code}
+        if isinstance(exc, BadInputError):
+            extensions["argument"] = exc.argument
+        raise GraphQLError(str(exc), extensions=extensions) from exc
+
+
+def _start(
     info: Info, filter: AuditEventFilter | None, after: str | None
 ) -> AsyncGenerator[Any, None]:
     ctx = info.context

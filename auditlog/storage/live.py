@@ -1,8 +1,11 @@
 """Reads for the live tail: new events in ingest order with the columns filters use.
 
-Like `read_events_since`, only rows below the safe watermark are returned, so a
+Like `read_events_since`, only rows below a safe watermark are returned, so a
 reader that resumes after the last row it saw never skips a transaction that
-committed late (DESIGN.md, invariant 3). The filter columns come along so the
+committed late (DESIGN.md, invariant 3). The watermark is
+`auditlog_live_horizon()` (migration 020): the oldest xid still in progress in
+this database, so a long transaction in another database sharing the server
+does not hold the live tail back. The filter columns come along so the
 live tail can apply every subscriber's filter in Python without parsing JSON.
 """
 
@@ -54,7 +57,7 @@ async def read_live_events(
            FROM audit_events
            WHERE workspace_id = $1
              AND (xid, seq) > ($2::text::xid8, $3)
-             AND xid < pg_snapshot_xmin(pg_current_snapshot())
+             AND xid < auditlog_live_horizon()
              AND ($5::timestamptz IS NULL OR occurred_at >= $5)
            ORDER BY xid, seq
            LIMIT $4""",
@@ -65,3 +68,16 @@ async def read_live_events(
         retention_start,
     )
     return [LiveEvent(**dict(r)) for r in records]
+
+
+async def read_live_position(conn: asyncpg.Connection, workspace_id: str) -> Position:
+    """The last final (xid, seq) of this workspace now, or (0, 0): where a tail starts."""
+    record = await conn.fetchrow(
+        """SELECT xid::text::bigint AS xid, seq FROM audit_events
+           WHERE workspace_id = $1 AND xid < auditlog_live_horizon()
+           ORDER BY xid DESC, seq DESC LIMIT 1""",
+        workspace_id,
+    )
+    if record is None:
+        return (0, 0)
+    return (record["xid"], record["seq"])
