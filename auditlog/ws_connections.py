@@ -5,22 +5,33 @@ A missing, bad or revoked token closes the connection with 4401; a role that
 may not read the log (member, ingest) with 4403. Both subprotocols are served:
 `graphql-transport-ws`, which also gets a server `ping` every keep-alive
 interval, and the legacy `graphql-ws` (its own `ka` messages).
+
+On `graphql-transport-ws`, a live tail subscription that shares its execution
+with identical ones is served directly after its first event (see
+`schema/live.py`): each event is executed once per group and serialised once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import AsyncGenerator
 from typing import Any
 
+from graphql import ExecutionResult, GraphQLError
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from auditlog.auth import authenticate
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
+from auditlog.schema.live import LiveOperation, live_operation
+
+log = logging.getLogger(__name__)
 
 PING_INTERVAL_SECONDS = 15.0
 _MAX_REASON = 120  # a close reason is at most 123 bytes
@@ -68,12 +79,46 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await asyncio.sleep(PING_INTERVAL_SECONDS)
                 await self.send_message({"type": "ping"})
 
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        live_operation.set(LiveOperation())  # this operation's own task and context
+        await super().run_operation(operation)
+
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: Any
+    ) -> None:
+        """The first result through Strawberry; then, for a shared live subscription,
+        each event's shared result straight to the socket, skipping Strawberry's
+        per-result extension hooks (none of ours act on subscription results)."""
+        live = live_operation.get()
+        await super()._send_result_stream(operation, _until_live(result_source, live))
+        if live is not None and live.ready:
+            async for result in live.results():
+                if result.errors:
+                    log.error("live event execution failed: %s", result.errors)
+                    result = ExecutionResult(data=None, errors=[_masked(self.context)])
+                await operation.send_next(result)
+
     async def shutdown(self) -> None:
         if self.ping_task is not None:
             self.ping_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.ping_task
         await super().shutdown()
+
+
+async def _until_live(source: Any, live: LiveOperation | None) -> AsyncGenerator[Any, None]:
+    """Strawberry's results until the live operation can be served directly."""
+    async for result in source:
+        yield result
+        if live is not None and live.ready:
+            return
+
+
+def _masked(context: Context) -> GraphQLError:
+    return GraphQLError(
+        f"Internal server error (request id {context.request_id})",
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": context.request_id},
+    )
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):

@@ -16,7 +16,7 @@ from auditlog.errors import AuditLogError, BadInputError
 from auditlog.schema.context import Info
 from auditlog.schema.errors import code_for
 from auditlog.schema.inputs import AuditEventFilter
-from auditlog.schema.live import LiveEdge
+from auditlog.schema.live import LiveEdge, live_operation
 from auditlog.schema.types import AuditEvent
 from auditlog.streaming.tail import Delivery
 
@@ -63,7 +63,11 @@ def _start(
         after=(start.xid, start.seq) if start else None,
         group=_sharing_group(info, workspace_id),
     )
-    return _edges(codec, workspace_id, deliveries)
+    edges = _edges(codec, workspace_id, deliveries)
+    operation = live_operation.get()
+    if operation is not None and hub.sharing:
+        operation.edges = edges  # the handler may send events after the first itself
+    return edges
 
 
 async def _edges(

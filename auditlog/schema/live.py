@@ -10,6 +10,10 @@ serialised once, to the websocket encoder (see `encode_shared_message`).
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import AsyncGenerator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,6 +58,34 @@ def encode_shared_message(message: Any) -> str | None:
     return f'{{"id":{op_id},"type":"{message["type"]}","payload":{{"data":{data.json}}}}}'
 
 
+@dataclass
+class LiveOperation:
+    """Set by the websocket handler in each operation's task: once the first event has
+    gone through Strawberry, it holds what the handler needs to send the following
+    ones itself (the subscriber's edges and the operation's executor)."""
+
+    edges: AsyncGenerator[LiveEdge, None] | None = None
+    executor: SharedEventExecutor | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.edges is not None and self.executor is not None
+
+    async def results(self) -> AsyncGenerator[Any, None]:
+        """The execution result of each following event, shared within its group."""
+        assert self.edges is not None and self.executor is not None
+        async for edge in self.edges:
+            result = edge.result
+            if result is None:
+                result = self.executor.build_per_event_executor(edge).execute_operation(False)
+                if inspect.isawaitable(result):
+                    result = await result
+            yield result
+
+
+live_operation: ContextVar[LiveOperation | None] = ContextVar("live_operation", default=None)
+
+
 class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
     """Executes a subscription event once per LiveEdge, however many subscribers get it."""
 
@@ -61,6 +93,9 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         edge = self.root_value
         if not isinstance(edge, LiveEdge):
             return super().execute_operation(*args, **kwargs)
+        operation = live_operation.get()
+        if operation is not None and operation.executor is None:
+            operation.executor = self
         if edge.result is None:
             result = super().execute_operation(*args, **kwargs)
             if self.is_awaitable(result):
