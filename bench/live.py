@@ -93,19 +93,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def _subscriber(
-    url: str, key: str, flt: dict[str, Any] | None, lat: dict[int, list[float]]
+    url: str,
+    key: str,
+    flt: dict[str, Any] | None,
+    lat: dict[int, list[float]],
+    gate: asyncio.Semaphore,
+    warm: asyncio.Event,
 ) -> None:
-    async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_queue=None) as ws:  # type: ignore[list-item]
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}})
-        )
-        await ws.recv()
-        variables = {"filter": flt} if flt else {}
-        await ws.send(
-            json.dumps(
-                {"id": "1", "type": "subscribe", "payload": {"query": DOC, "variables": variables}}
-            )
-        )
+    """One websocket, one subscription; `warm` is set on its first (warm-up) event."""
+    init = json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}})
+    subscribe = json.dumps(
+        {
+            "id": "1",
+            "type": "subscribe",
+            "payload": {"query": DOC, "variables": {"filter": flt} if flt else {}},
+        }
+    )
+    while True:  # the server is busy accepting hundreds of sockets: retry
+        try:
+            async with gate:
+                ws = await websockets.connect(
+                    url,
+                    subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+                    max_queue=None,
+                    open_timeout=60,
+                )
+                await ws.send(init)
+                await ws.recv()
+                await ws.send(subscribe)
+            break
+        except (OSError, TimeoutError, websockets.WebSocketException):
+            await asyncio.sleep(0.5)
+    async with ws:
         async for raw in ws:
             now = time.time()
             msg = orjson.loads(raw)
@@ -115,6 +134,7 @@ async def _subscriber(
             if msg.get("type") != "next":
                 continue
             meta = msg["payload"]["data"]["auditEvents"]["node"]["metadata"]
+            warm.set()
             lat.setdefault(meta["step"], []).append(now - meta["t"])
 
 
@@ -123,17 +143,22 @@ def client_main(
 ) -> None:
     async def run() -> None:
         lat: dict[int, list[float]] = {}
-        tasks = []
-        for i in indexes:
-            tasks.append(asyncio.create_task(_subscriber(url, key, FILTERS[i % len(FILTERS)], lat)))
-            if len(tasks) % 50 == 0:
-                await asyncio.sleep(0.05)
-        await asyncio.sleep(2)
+        gate = asyncio.Semaphore(25)
+        warm = [asyncio.Event() for _ in indexes]
+        tasks = [
+            asyncio.create_task(
+                _subscriber(url, key, FILTERS[i % len(FILTERS)], lat, gate, warm[n])
+            )
+            for n, i in enumerate(indexes)
+        ]
+        for event in warm:
+            await event.wait()
         ready.set()
         await asyncio.get_running_loop().run_in_executor(None, stop.wait)
         for t in tasks:
             t.cancel()
-        results.put({k: v for k, v in lat.items()})
+        lat.pop(-1, None)
+        results.put(lat)
 
     asyncio.run(run())
 
@@ -251,12 +276,14 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
             ]
             for c in clients:
                 c.start()
-            for r in ready:
-                await asyncio.get_running_loop().run_in_executor(None, r.wait, 120)
-            await asyncio.sleep(1)
+            # Warm-up events until every subscriber has received one: all are live.
+            deadline = time.monotonic() + 300
+            while not all(r.is_set() for r in ready) and time.monotonic() < deadline:
+                await ingest_step(http, ingest_key, 5, -1, 1.0)
+            if not all(r.is_set() for r in ready):
+                raise RuntimeError("not every subscriber connected within 5 minutes")
+            await asyncio.sleep(2)
             rss_after = rss_kib(proc.pid)
-            await ingest_step(http, ingest_key, 20, -1, 2.0)  # every subscription live
-            await asyncio.sleep(1)
             client_cpu0 = sum(cpu_seconds(c.pid or 0) for c in clients)
             server_cpu0 = cpu_seconds(proc.pid)
             wall0 = time.monotonic()

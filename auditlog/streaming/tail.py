@@ -114,17 +114,22 @@ class WorkspaceTail:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("live tail of %s could not read: %s", self.workspace_id, exc)
 
+    async def _read_after(self, position: Position) -> tuple[list[LiveEvent], datetime | None]:
+        """The next batch of final events after `position`, and the retention it applied."""
+        async with self.hub.pool.acquire() as conn:
+            retention = await self.retention_start(conn)
+            rows = await read_live_events(
+                conn,
+                self.workspace_id,
+                after=position,
+                limit=READ_BATCH,
+                retention_start=retention,
+            )
+        return rows, retention
+
     async def _read_new(self) -> None:
         while True:
-            async with self.hub.pool.acquire() as conn:
-                retention = await self.retention_start(conn)
-                rows = await read_live_events(
-                    conn,
-                    self.workspace_id,
-                    after=self.position,
-                    limit=READ_BATCH,
-                    retention_start=retention,
-                )
+            rows, retention = await self._read_after(self.position)
             for event in rows:
                 self._fan_out(event, retention)
                 self.position = event.position
@@ -164,15 +169,7 @@ class WorkspaceTail:
         if sub.position >= target:
             sub.live = True  # no await since reading self.position: nothing slipped by
             return []
-        async with self.hub.pool.acquire() as conn:
-            retention = await self.retention_start(conn)
-            rows = await read_live_events(
-                conn,
-                self.workspace_id,
-                after=sub.position,
-                limit=READ_BATCH,
-                retention_start=retention,
-            )
+        rows, retention = await self._read_after(sub.position)
         out: list[Delivery] = []
         for event in rows:
             if event.position > target:
