@@ -39,7 +39,7 @@ class DoorbellListener:
         ring: Ring,
         *,
         heartbeat_interval: float = 2.0,
-        heartbeat_timeout: float = 6.0,
+        heartbeat_timeout: float = 15.0,
         retry_delay: float = 0.5,
     ) -> None:
         self.bus = bus

@@ -102,17 +102,27 @@ class WorkspaceTail:
         return self._workspace.retention_start(datetime.now(UTC))
 
     async def run(self) -> None:
-        async with self.hub.pool.acquire() as conn:
-            self.position = await read_live_position(conn, self.workspace_id)
-        self.ready.set()
+        """Start where the log is final now, then read on every doorbell or poll.
+
+        A failed read (database restarting, anything unexpected) is logged and
+        retried on the next poll: the position only moves after a fan-out.
+        """
+        while not self.ready.is_set():
+            try:
+                async with self.hub.pool.acquire() as conn:
+                    self.position = await read_live_position(conn, self.workspace_id)
+                self.ready.set()
+            except Exception:
+                log.exception("live tail of %s could not start", self.workspace_id)
+                await asyncio.sleep(self.hub.poll_interval)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.doorbell.wait(), self.hub.poll_interval)
             self.doorbell.clear()
             try:
                 await self._read_new()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("live tail of %s could not read: %s", self.workspace_id, exc)
+            except Exception:
+                log.exception("live tail of %s could not read", self.workspace_id)
 
     async def _read_after(self, position: Position) -> tuple[list[LiveEvent], datetime | None]:
         """The next batch of final events after `position`, and the retention it applied."""
