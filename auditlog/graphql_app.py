@@ -21,6 +21,8 @@ from auditlog.schema.context import Context
 from auditlog.schema.live import encode_shared_message
 from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
 
+MAX_REQUEST_BYTES = 256 * 1024
+
 
 class AuditLogGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -47,6 +49,15 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+            message = f"a GraphQL request holds at most {MAX_REQUEST_BYTES} bytes"
+            too_large = json_response(
+                {"errors": [{"message": message, "extensions": {"code": "QUERY_TOO_COMPLEX"}}]},
+                413,
+            )
+            await too_large(scope, receive, send)
+            return
         wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if not wants_ide and request.method in ("GET", "POST"):
             try:

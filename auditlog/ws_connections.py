@@ -47,7 +47,7 @@ async def admit(context: Context, payload: Any) -> tuple[int, str] | None:
     services = context.services
     try:
         async with services.pool.acquire() as conn:
-            principal = await authenticate(conn, authorization, services.settings.jwt_secret)
+            principal = await authenticate(conn, authorization, services.sessions)
     except AuthError as exc:
         return 4401, f"Unauthorized: {exc}"[:_MAX_REASON]
     if not principal.can_read:

@@ -233,7 +233,7 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
         ingest_key = json.loads(
             cli(env, "keys", "create", "--workspace", "bench", "--role", "ingest", "--json")
         )["key"]
-        proc = subprocess.Popen(  # noqa: ASYNC220 (started once, before measuring)
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",

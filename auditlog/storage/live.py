@@ -2,10 +2,8 @@
 
 Like `read_events_since`, only rows below a safe watermark are returned, so a
 reader that resumes after the last row it saw never skips a transaction that
-committed late (DESIGN.md, invariant 3). The watermark is
-`auditlog_live_horizon()` (migration 020): the oldest xid still in progress in
-this database, so a long transaction in another database sharing the server
-does not hold the live tail back. The filter columns come along so the
+committed late (DESIGN.md, invariant 3). The watermark is `SAFE_WATERMARK`,
+which only waits for transactions of this database. The filter columns come along so the
 live tail can apply every subscriber's filter in Python without parsing JSON.
 """
 
@@ -16,7 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-from auditlog.storage.events import IPAddress
+from auditlog.storage.events import SAFE_WATERMARK, IPAddress
 
 Position = tuple[int, int]  # (xid, seq): a place in ingest order
 
@@ -52,12 +50,12 @@ async def read_live_events(
 ) -> list[LiveEvent]:
     """Final events of one workspace after `after` in (xid, seq) order."""
     records = await conn.fetch(
-        """SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, action, category,
+        f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, action, category,
                   actor_id, actor_email, ip, target_ids, payload
            FROM audit_events
            WHERE workspace_id = $1
              AND (xid, seq) > ($2::text::xid8, $3)
-             AND xid < auditlog_live_horizon()
+             AND xid < {SAFE_WATERMARK}
              AND ($5::timestamptz IS NULL OR occurred_at >= $5)
            ORDER BY xid, seq
            LIMIT $4""",
@@ -68,16 +66,3 @@ async def read_live_events(
         retention_start,
     )
     return [LiveEvent(**dict(r)) for r in records]
-
-
-async def read_live_position(conn: asyncpg.Connection, workspace_id: str) -> Position:
-    """The last final (xid, seq) of this workspace now, or (0, 0): where a tail starts."""
-    record = await conn.fetchrow(
-        """SELECT xid::text::bigint AS xid, seq FROM audit_events
-           WHERE workspace_id = $1 AND xid < auditlog_live_horizon()
-           ORDER BY xid DESC, seq DESC LIMIT 1""",
-        workspace_id,
-    )
-    if record is None:
-        return (0, 0)
-    return (record["xid"], record["seq"])

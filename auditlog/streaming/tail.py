@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from auditlog.storage.events import EventFilter
-from auditlog.storage.live import LiveEvent, Position, read_live_events, read_live_position
+from auditlog.storage.events import EventFilter, read_safe_watermark
+from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.doorbell import DoorbellListener
@@ -110,7 +110,7 @@ class WorkspaceTail:
         while not self.ready.is_set():
             try:
                 async with self.hub.pool.acquire() as conn:
-                    self.position = await read_live_position(conn, self.workspace_id)
+                    self.position = await read_safe_watermark(conn, self.workspace_id)
                 self.ready.set()
             except Exception:
                 log.exception("live tail of %s could not start", self.workspace_id)
