@@ -1,6 +1,6 @@
 """Live tail benchmark: 1,000 websocket subscribers on one server process.
 
-Run: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python bench/live.py
+Run: DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres python -m bench.live
 (REDIS_URL optional: with it the doorbells go through Redis, as in production.)
 
 For each mode (identical subscriptions sharing one execution, then sharing off)
@@ -19,18 +19,17 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import uuid
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import websockets
+
+from bench.common import free_port, fresh_database, percentile
 
 SUBSCRIBERS = int(os.environ.get("BENCH_SUBSCRIBERS", "1000"))
 CLIENT_PROCS = int(os.environ.get("BENCH_CLIENT_PROCS", "4"))
@@ -54,18 +53,6 @@ FILTERS: list[dict[str, Any] | None] = [
     {"categories": ["AUTHENTICATION"]},
     {"actions": ["file.*"]},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def with_database(url: str, name: str) -> str:
-    base, _, query = url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -210,22 +197,22 @@ async def ingest_step(
     return sent
 
 
-async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
+async def run_mode(sharing: bool) -> dict[str, Any]:
+    async with fresh_database("auditlog_bench_live") as database_url:
+        return await _run_mode(database_url, sharing)
+
+
+async def _run_mode(database_url: str, sharing: bool) -> dict[str, Any]:
     rates = RATES if sharing else RATES_UNSHARED
-    name = f"auditlog_bench_live_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
     env = {
         **os.environ,
-        "DATABASE_URL": with_database(server_url, name),
+        "DATABASE_URL": database_url,
         "AUDITLOG_SECRET_KEY": "bench-secret-key-0123456789abcdef",
         "AUDITLOG_LIVE_SHARING": "1" if sharing else "0",
     }
     port = free_port()
     proc = None
     try:
-        cli(env, "migrate")
         cli(env, "workspaces", "create", "bench", "--plan", "enterprise")
         admin_key = json.loads(
             cli(env, "keys", "create", "--workspace", "bench", "--role", "admin", "--json")
@@ -311,7 +298,7 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
             lat = sorted(merged.get(step, []))
             expected = int(sent[step] * per_event)
             p50 = statistics.median(lat) * 1000 if lat else float("nan")
-            p99 = lat[int(len(lat) * 0.99) - 1] * 1000 if lat else float("nan")
+            p99 = percentile(lat, 99) * 1000
             steps.append(
                 {
                     "rate": rate,
@@ -320,7 +307,7 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
                     "expected": expected,
                     "p50_ms": p50,
                     "p99_ms": p99,
-                    "ingest_p99_ms": percentile(INGEST_SECONDS.pop(step, []), 0.99) * 1000,
+                    "ingest_p99_ms": percentile(INGEST_SECONDS.pop(step, []), 99) * 1000,
                 }
             )
         return {
@@ -329,6 +316,9 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
             "rss_per_subscriber_kib": (rss_after - rss_before) / SUBSCRIBERS,
             "client_cpu_share": client_cpu / wall,
             "server_cpu_share": server_cpu / wall,
+            "server_cpu_us_per_delivery": server_cpu
+            / max(1, sum(len(v) for v in merged.values()))
+            * 1e6,
         }
     finally:
         if proc is not None:
@@ -338,14 +328,6 @@ async def run_mode(server_url: str, sharing: bool) -> dict[str, Any]:
             except subprocess.TimeoutExpired:  # still draining a backlog: stop it
                 proc.kill()
                 proc.wait()
-        admin = await asyncpg.connect(server_url)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, int(len(ordered) * q) - 1)] if ordered else float("nan")
 
 
 def best_sustained(result: dict[str, Any]) -> float:
@@ -370,20 +352,20 @@ def report(result: dict[str, Any]) -> None:
         f"  {label:8} best sustained (p99 < {P99_LIMIT_MS:.0f} ms, none lost): "
         f"{best_sustained(result):.0f} deliveries/s;"
         f" server RSS {result['rss_per_subscriber_kib']:.1f} KiB/subscriber;"
-        f" server CPU {result['server_cpu_share']:.0%} of a core,"
+        f" server CPU {result['server_cpu_share']:.0%} of a core"
+        f" ({result['server_cpu_us_per_delivery']:.0f} us per delivery),"
         f" clients {result['client_cpu_share']:.0%} of a core"
     )
 
 
 async def main() -> None:
-    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     print(
         f"{SUBSCRIBERS} subscribers in {CLIENT_PROCS} client processes, "
         f"rates {RATES} (unshared {RATES_UNSHARED}) events/s, {STEP_SECONDS:.0f} s each"
     )
-    shared = await run_mode(server_url, True)
+    shared = await run_mode(True)
     report(shared)
-    unshared = await run_mode(server_url, False)
+    unshared = await run_mode(False)
     report(unshared)
     base = best_sustained(unshared)
     ratio = best_sustained(shared) / base if base else float("inf")
