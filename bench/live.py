@@ -370,6 +370,8 @@ async def main() -> None:
     base = best_sustained(unshared)
     ratio = best_sustained(shared) / base if base else float("inf")
     print(f"  ratio shared/unshared best sustained deliveries/s: {ratio:.2f}x")
+    cpu_ratio = unshared["server_cpu_us_per_delivery"] / shared["server_cpu_us_per_delivery"]
+    print(f"  ratio unshared/shared server CPU per delivery: {cpu_ratio:.1f}x")
 
 
 if __name__ == "__main__":
