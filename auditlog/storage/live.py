@@ -1,10 +1,10 @@
 """Reads for the live tail: new events in ingest order with the columns filters use.
 
-Like `read_events_since`, only rows below a safe watermark are returned, so a
-reader that resumes after the last row it saw never skips a transaction that
-committed late (DESIGN.md, invariant 3). The watermark is `SAFE_WATERMARK`,
-which only waits for transactions of this database. The filter columns come along so the
-live tail can apply every subscriber's filter in Python without parsing JSON.
+Like `read_events_since` (the same `INGEST_ORDER_AFTER`), only rows below the
+safe watermark are returned, so a reader that resumes after the last row it
+saw never skips a transaction that committed late (DESIGN.md, invariant 3).
+The filter columns come along so the live tail can apply every subscriber's
+filter in Python without parsing JSON.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-from auditlog.storage.events import SAFE_WATERMARK, IPAddress
+from auditlog.storage.events import INGEST_ORDER_AFTER, IPAddress
 
 Position = tuple[int, int]  # (xid, seq): a place in ingest order
 
@@ -52,13 +52,7 @@ async def read_live_events(
     records = await conn.fetch(
         f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, action, category,
                   actor_id, actor_email, ip, target_ids, payload
-           FROM audit_events
-           WHERE workspace_id = $1
-             AND (xid, seq) > ($2::text::xid8, $3)
-             AND xid < {SAFE_WATERMARK}
-             AND ($5::timestamptz IS NULL OR occurred_at >= $5)
-           ORDER BY xid, seq
-           LIMIT $4""",
+           {INGEST_ORDER_AFTER}""",
         workspace_id,
         str(after[0]),
         after[1],
