@@ -246,3 +246,11 @@ async def serve_asgi(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def owner(services: Services) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the owner (the DATABASE_URL user), as maintenance has."""
+    conn = await asyncpg.connect(services.database_url)
+    yield conn
+    await conn.close()

@@ -3,7 +3,6 @@ narrow purge path that is the only way past the append-only guard."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -13,13 +12,6 @@ import pytest
 from auditlog import accounts
 from auditlog.runtime import Services
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
-
-
-@pytest.fixture
-async def owner(services: Services) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(services.database_url)
-    yield conn
-    await conn.close()
 
 
 async def a_partition(services: Services, workspace: WorkspaceKeys) -> str:

@@ -5,13 +5,11 @@ share them (the database is shared by the whole session)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
-import pytest
 
 from auditlog import accounts
 from auditlog.jobs.maintenance import MAINTENANCE_LOCK_KEY, MaintenanceReport, run_maintenance
@@ -29,13 +27,6 @@ from tests.conftest import (
 
 CENTURY = 36500  # ENTERPRISE custom retention that admits events from the 1930s
 SHORTER = 30000  # then shortened: everything before the mid-1940s expires
-
-
-@pytest.fixture
-async def owner(services: Services) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(services.database_url)
-    yield conn
-    await conn.close()
 
 
 async def maintain(services: Services) -> MaintenanceReport:
