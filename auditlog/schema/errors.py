@@ -8,10 +8,10 @@ an opaque server error that names only that id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, Node
 from strawberry.extensions import SchemaExtension
 
 from auditlog.errors import (
@@ -27,8 +27,8 @@ log = logging.getLogger("auditlog.graphql")
 class QueryTooComplex(GraphQLError):
     """Raised by the limits (depth, aliases, cost) before any work is done."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, extensions={"code": "QUERY_TOO_COMPLEX"})
+    def __init__(self, message: str, nodes: Sequence[Node] | None = None) -> None:
+        super().__init__(message, nodes, extensions={"code": "QUERY_TOO_COMPLEX"})
 
 
 class RateLimited(Exception):

@@ -5,18 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from auditlog.resolvers import events as event_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.errors import ErrorCodes
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.limits import QueryLimits
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.types import (
     AuditEvent,
@@ -57,8 +53,7 @@ def build_schema() -> strawberry.Schema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
     extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=10),
-        lambda: MaxAliasesLimiter(max_alias_count=20),
+        QueryLimits,
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
