@@ -57,8 +57,8 @@ async def audit_events(
         raise BadInputError("last", "use either first or last, not both")
     flt = (filter or AuditEventFilter()).to_filter()
     codec = ctx.services.cursors
-    after_c = codec.decode(workspace_id, after, "after") if after else None
-    before_c = codec.decode(workspace_id, before, "before") if before else None
+    after_c = codec.decode(workspace_id, after, "after") if after is not None else None
+    before_c = codec.decode(workspace_id, before, "before") if before is not None else None
     backward = last is not None or (before_c is not None and first is None)
     size = _page_size(last if backward else first, "last" if backward else "first")
     workspace = await _workspace(ctx, workspace_id)

@@ -11,8 +11,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import strawberry
 from graphql import GraphQLError, Node
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext
 
 from auditlog.errors import (
     AuthError,
@@ -100,3 +102,11 @@ class ErrorCodes(SchemaExtension):
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         result.errors = [_classify(e, request_id) for e in result.errors]
+
+
+class AuditLogSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Nothing here: ErrorCodes logs each unexpected error once, with its request
+        id; expected ones (bad input, forbidden) are answers, not server faults."""

@@ -10,7 +10,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from auditlog.resolvers import events as event_resolvers
 from auditlog.schema.context import Info
-from auditlog.schema.errors import ErrorCodes
+from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.scalars import SCALAR_MAP
@@ -49,7 +49,7 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema() -> AuditLogSchema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
     extensions: list[Any] = [
@@ -58,7 +58,7 @@ def build_schema() -> strawberry.Schema:
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
     ]
-    return strawberry.Schema(
+    return AuditLogSchema(
         query=Query,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
