@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, Node
+from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
@@ -22,6 +22,7 @@ from auditlog.errors import (
     ForbiddenError,
     NotFoundError,
 )
+from auditlog.schema.input_errors import input_argument
 
 log = logging.getLogger("auditlog.graphql")
 
@@ -53,15 +54,23 @@ def code_for(error: BaseException | None) -> str | None:
     return None
 
 
-def _classify(error: GraphQLError, request_id: str) -> GraphQLError:
+def _classify(error: GraphQLError, request_id: str, document: DocumentNode | None) -> GraphQLError:
     original = error.original_error
-    if original is None:
-        # Parse and validation errors: the document itself is wrong.
-        if not (error.extensions or {}).get("code"):
-            error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_VALIDATION_FAILED"}
-        return error
     if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), **(original.extensions or {})}
+        return error
+    if original is None or isinstance(original, GraphQLError):
+        # The document or its variables are wrong; a wrong value names its argument.
+        if (error.extensions or {}).get("code"):
+            return error
+        argument = input_argument(error, document)
+        if argument is not None:
+            error.extensions = {"code": "BAD_USER_INPUT", "argument": argument}
+            error.message = f"{argument}: {error.message}"
+        elif isinstance(error.nodes[0] if error.nodes else None, VariableDefinitionNode):
+            error.extensions = {"code": "BAD_USER_INPUT"}
+        else:
+            error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         return error
     code = code_for(original)
     if code is not None:
@@ -101,7 +110,8 @@ class ErrorCodes(SchemaExtension):
             return
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
-        result.errors = [_classify(e, request_id) for e in result.errors]
+        document = self.execution_context.graphql_document
+        result.errors = [_classify(e, request_id, document) for e in result.errors]
 
 
 class AuditLogSchema(strawberry.Schema):
