@@ -36,7 +36,7 @@ def _page_size(value: int | None, argument: str) -> int:
     return value
 
 
-async def _workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
+async def read_caller_workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
     async with ctx.services.pool.acquire() as conn:
         row = await read_workspace(conn, workspace_id)
     if row is None:
@@ -61,7 +61,7 @@ async def audit_events(
     before_c = codec.decode(workspace_id, before, "before") if before is not None else None
     backward = last is not None or (before_c is not None and first is None)
     size = _page_size(last if backward else first, "last" if backward else "first")
-    workspace = await _workspace(ctx, workspace_id)
+    workspace = await read_caller_workspace(ctx, workspace_id)
     retention = workspace.retention_start(datetime.now(UTC))
 
     request = PageRequest(
@@ -96,7 +96,7 @@ async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
         event_id = uuid.UUID(str(id))
     except ValueError:
         return None  # no event can have that id
-    workspace = await _workspace(ctx, workspace_id)
+    workspace = await read_caller_workspace(ctx, workspace_id)
     async with ctx.services.pool.acquire() as conn:
         row = await event_store.read_event_by_id(
             conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))
@@ -112,4 +112,4 @@ async def workspace(ctx: Context) -> Workspace:
     if ctx.principal is None or ctx.principal.workspace_id is None:
         ctx.reader_workspace()
     assert ctx.principal is not None and ctx.principal.workspace_id is not None
-    return Workspace.from_row(await _workspace(ctx, ctx.principal.workspace_id))
+    return Workspace.from_row(await read_caller_workspace(ctx, ctx.principal.workspace_id))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
+from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Info
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.inputs import AuditEventFilter
@@ -39,6 +42,20 @@ class Query:
     @strawberry.field
     async def audit_event(self, info: Info, id: strawberry.ID) -> AuditEvent | None:
         return await event_resolvers.audit_event(info.context, id)
+
+    @strawberry.field(
+        description="Distinct IP addresses, countries and devices of one actor's events."
+    )  # type: ignore[untyped-decorator]
+    async def actor_activity(
+        self,
+        info: Info,
+        actor_email: str,
+        occurred_from: datetime | None = None,
+        occurred_to: datetime | None = None,
+    ) -> ActorActivity:
+        return await activity_resolvers.actor_activity(
+            info.context, actor_email, occurred_from, occurred_to
+        )
 
     @strawberry.field
     def event_catalog(self) -> list[EventCatalogEntry]:
