@@ -71,7 +71,9 @@ def matches(e: dict[str, Any], flt: dict[str, Any]) -> bool:
     if "occurredTo" in flt:
         checks.append(lambda: when < datetime.fromisoformat(flt["occurredTo"]))
     if "actorEmail" in flt:
-        checks.append(lambda: (e["actor"]["email"] or "").lower() == flt["actorEmail"].strip().lower())
+        checks.append(
+            lambda: (e["actor"]["email"] or "").lower() == flt["actorEmail"].strip().lower()
+        )
     if "actorId" in flt:
         checks.append(lambda: e["actor"]["id"] == flt["actorId"])
     if "categories" in flt:
@@ -86,9 +88,11 @@ def matches(e: dict[str, Any], flt: dict[str, Any]) -> bool:
     if "ipAddress" in flt:
         net = ipaddress.ip_network(flt["ipAddress"], strict=False)
         checks.append(
-            lambda: "ipAddress" in e
-            and ipaddress.ip_address(e["ipAddress"]).version == net.version
-            and ipaddress.ip_address(e["ipAddress"]) in net
+            lambda: (
+                "ipAddress" in e
+                and ipaddress.ip_address(e["ipAddress"]).version == net.version
+                and ipaddress.ip_address(e["ipAddress"]) in net
+            )
         )
     if "targetId" in flt:
         checks.append(lambda: any(t["id"] == flt["targetId"] for t in e["targets"]))

@@ -14,7 +14,7 @@ from typing import Any
 import strawberry
 from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
 from strawberry.extensions import SchemaExtension
-from strawberry.types import ExecutionContext
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from auditlog.errors import (
     AuthError,
@@ -115,8 +115,28 @@ class ErrorCodes(SchemaExtension):
 
 
 class AuditLogSchema(strawberry.Schema):
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        result = await super().execute(*args, **kwargs)
+        if result.errors:
+            # A syntax error raised by the parser cache skips the extensions' result hooks.
+            result.errors = [_parse_error_code(e) for e in result.errors]
+        return result
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
         """Nothing here: ErrorCodes logs each unexpected error once, with its request
         id; expected ones (bad input, forbidden) are answers, not server faults."""
+
+
+_TOKEN_ERROR = "Syntax Error: Document contains more than"
+
+
+def _parse_error_code(error: GraphQLError) -> GraphQLError:
+    if (error.extensions or {}).get("code"):
+        return error
+    if error.message.startswith(_TOKEN_ERROR):
+        # graphql-core reports its token limit as a syntax error; it is a size refusal.
+        return QueryTooComplex(f"the document is too long: {error.message.split(': ', 1)[1]}")
+    error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_PARSE_FAILED"}
+    return error

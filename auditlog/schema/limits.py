@@ -19,7 +19,6 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
-    GraphQLError,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
@@ -38,7 +37,6 @@ MAX_TOKENS = 5_000
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
 _PAGE_ARGUMENTS = ("first", "last")
-_TOKEN_ERROR = "Syntax Error: Document contains more than"
 
 
 @dataclass
@@ -123,20 +121,11 @@ class QueryLimitsRule(ValidationRule):
 
 
 class QueryLimits(SchemaExtension):
-    """Adds the limits rule and the parser's token limit to every operation."""
+    """Adds the limits rule and the parser's token limit to every operation (the
+    token limit's error is turned into QUERY_TOO_COMPLEX by AuditLogSchema)."""
 
     def on_operation(self) -> Iterator[None]:
         context = self.execution_context
         context.parse_options["max_tokens"] = MAX_TOKENS
         context.validation_rules = (*context.validation_rules, QueryLimitsRule)
         yield
-        result = context.result
-        if result is not None and result.errors:
-            result.errors = [_too_many_tokens(e) for e in result.errors]
-
-
-def _too_many_tokens(error: GraphQLError) -> GraphQLError:
-    # graphql-core reports the token limit as a syntax error; it is a size refusal.
-    if error.original_error is None and error.message.startswith(_TOKEN_ERROR):
-        return QueryTooComplex(f"the document has more than {MAX_TOKENS} tokens")
-    return error
