@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -53,6 +54,10 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             sub_response.status_code = 400
             body.pop("data", None)
         return body
+
+    def encode_json(self, data: object) -> bytes:
+        # orjson: a page of 500 events with payloads is megabytes; json.dumps is slow.
+        return orjson.dumps(data)
 
     def create_response(
         self,

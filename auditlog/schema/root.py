@@ -66,7 +66,7 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
-def build_schema() -> AuditLogSchema:
+def build_schema(query: type = Query) -> AuditLogSchema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
     extensions: list[Any] = [
@@ -76,7 +76,7 @@ def build_schema() -> AuditLogSchema:
         ErrorCodes,
     ]
     return AuditLogSchema(
-        query=Query,
+        query=query,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )
