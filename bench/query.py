@@ -237,6 +237,19 @@ async def explain_all(pool: asyncpg.Pool, todo: list[tuple[Case, TimePosition | 
                 + "  "
                 + ", ".join(seventh.indexes)
             )
+        # Why the pool sets plan_cache_mode: the same statement under the default.
+        case, after = todo[5]
+        sql, args = page_sql(BIG, case, after)
+        await conn.execute("SET plan_cache_mode = auto")
+        try:
+            _, generic = await explain_prepared(conn, sql, args)
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+        plan = "generic" if "$" in generic.text else "custom"
+        print(
+            f"for comparison, plan_cache_mode=auto, {case.name}, 7th run: {plan} plan, "
+            f"{generic.partitions} partition(s) scanned, {generic.execution_ms} ms"
+        )
     print(f"plans written to {OUT}/explain-*.txt")
 
 

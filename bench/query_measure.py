@@ -23,7 +23,13 @@ from auditlog.resolvers.events import connection_from_page
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.root import build_schema
 from auditlog.schema.types import AuditEventConnection, EventCategory
-from auditlog.storage.events import StoredEvent, TimePosition, page_query, read_events_page
+from auditlog.storage.events import (
+    PageBounds,
+    StoredEvent,
+    TimePosition,
+    page_query,
+    read_events_page,
+)
 
 FULL_PAGE = """query($filter: AuditEventFilter, $first: Int, $after: String) {
   auditEvents(filter: $filter, first: $first, after: $after) {
@@ -200,7 +206,10 @@ def summarize(plan_lines: list[str]) -> PlanSummary:
         for m in [re.search(r" on (audit_events_\d{4}_\d{2})", line)]
         if m
     }
-    indexes = sorted(set(re.findall(r"using (\w+)", text)))
+    # One name per partitioned index: audit_events_2026_11_pkey -> pkey.
+    indexes = sorted(
+        {re.sub(r"^audit_events_\d{4}_\d{2}_", "", i) for i in re.findall(r"using (\w+)", text)}
+    )
     ms = re.search(r"Execution Time: ([\d.]+) ms", text)
     return PlanSummary(len(scanned), indexes, float(ms.group(1)) if ms else -1.0, text)
 
@@ -223,4 +232,4 @@ async def explain_prepared(
 
 def page_sql(workspace_id: str, case: Case, after: TimePosition | None) -> tuple[str, list[object]]:
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
-    return page_query(workspace_id, flt, limit=51, older_than=after)
+    return page_query(workspace_id, flt, PageBounds(limit=51, older_than=after))

@@ -227,33 +227,36 @@ def _split_list(flt: EventFilter) -> tuple[str | None, list[str] | None]:
     return None, None
 
 
-def page_query(
-    workspace_id: str,
-    flt: EventFilter,
-    *,
-    limit: int,
-    older_than: TimePosition | None = None,
-    newer_than: TimePosition | None = None,
-    oldest_first: bool = False,
-    retention_start: datetime | None = None,
-) -> tuple[str, list[object]]:
+@dataclass(frozen=True, slots=True)
+class PageBounds:
+    """Which rows of a filtered log one read takes (see read_events_page)."""
+
+    limit: int
+    older_than: TimePosition | None = None
+    newer_than: TimePosition | None = None
+    oldest_first: bool = False
+    retention_start: datetime | None = None
+
+
+def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple[str, list[object]]:
     """The SQL and arguments of read_events_page (also what the benchmark EXPLAINs)."""
     split, values = _split_list(flt)
     args: list[object] = [workspace_id]
-    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start, split)]
+    where = ["workspace_id = $1", *_filter_sql(flt, args, bounds.retention_start, split)]
+    older_than, newer_than = bounds.older_than, bounds.newer_than
     if older_than is not None:
         args += [older_than.occurred_at, older_than.seq]
         where.append(f"(occurred_at, seq) < (${len(args) - 1}, ${len(args)})")
     if newer_than is not None:
         args += [newer_than.occurred_at, newer_than.seq]
         where.append(f"(occurred_at, seq) > (${len(args) - 1}, ${len(args)})")
-    order = "ASC" if oldest_first else "DESC"
+    order = "ASC" if bounds.oldest_first else "DESC"
     columns = "workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload"
     if split is not None:
         args.append(values)
         where.append(f"{split} = v.value")
         source = f"unnest(${len(args)}::text[]) AS v(value) CROSS JOIN LATERAL"
-    args.append(limit)
+    args.append(bounds.limit)
     sql = f"""SELECT {columns} FROM audit_events WHERE {" AND ".join(where)}
               ORDER BY occurred_at {order}, seq {order} LIMIT ${len(args)}"""
     if split is not None:
@@ -280,15 +283,8 @@ async def read_events_page(
     The `limit` rows taken are the newest ones, or with `oldest_first` the oldest
     ones (for paging backwards from `newer_than`); the result is newest first either way.
     """
-    sql, args = page_query(
-        workspace_id,
-        flt,
-        limit=limit,
-        older_than=older_than,
-        newer_than=newer_than,
-        oldest_first=oldest_first,
-        retention_start=retention_start,
-    )
+    bounds = PageBounds(limit, older_than, newer_than, oldest_first, retention_start)
+    sql, args = page_query(workspace_id, flt, bounds)
     records = await conn.fetch(sql, *args)
     rows = [
         StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
