@@ -23,6 +23,7 @@ from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
+MAX_BODY_BYTES = 1_000_000  # a document is at most 5,000 tokens; variables are small
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
@@ -74,6 +75,13 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            response = json_response(
+                {"errors": [{"message": f"the request body is over {MAX_BODY_BYTES} bytes"}]}, 413
+            )
+            await response(scope, receive, send)
+            return
         wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if not wants_ide and request.method in ("GET", "POST"):
             try:

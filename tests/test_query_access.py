@@ -197,3 +197,13 @@ async def test_a_full_page_of_500_with_every_field_is_allowed(workspace: Workspa
     )
     assert "errors" not in body, body
     assert len(body["data"]["auditEvents"]["edges"]) >= 3
+
+
+async def test_an_oversized_request_body_is_refused_unread(workspace: WorkspaceKeys) -> None:
+    body = orjson.dumps({"query": "{ workspace { id } }", "variables": {"x": "y" * 1_100_000}})
+    response = await workspace.http.post(
+        "/graphql",
+        content=body,
+        headers={**workspace.auth(workspace.admin), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
