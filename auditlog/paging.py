@@ -11,7 +11,6 @@ under another filter.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
@@ -48,8 +47,9 @@ async def read_page(
     workspace_id: str,
     flt: EventFilter,
     request: PageRequest,
-    retention_start: datetime | None,
 ) -> Page:
+    """One page, bounded by the workspace's retention."""
+
     async def exists(
         *, older: TimePosition | None = None, newer: TimePosition | None = None
     ) -> bool:
@@ -61,7 +61,7 @@ async def read_page(
             older_than=older,
             newer_than=newer,
             oldest_first=newer is not None,
-            retention_start=retention_start,
+            workspace_retention=True,
         )
         return bool(probe)
 
@@ -74,7 +74,7 @@ async def read_page(
         older_than=request.after,
         newer_than=request.before,
         oldest_first=request.backward,
-        retention_start=retention_start,
+        workspace_retention=True,
     )
     has_more = len(rows) > size
     # Backward reads oldest first and returns newest first: the extra row is rows[0].

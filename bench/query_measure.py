@@ -219,7 +219,6 @@ async def explain_prepared(
 ) -> tuple[PlanSummary, PlanSummary]:
     """EXPLAIN (ANALYZE, BUFFERS) of the first run and of the run after `runs_before`
     executions of the same server-side prepared statement."""
-    await conn.execute("DEALLOCATE ALL")
     await conn.execute(f"PREPARE bench_page AS {sql}")
     call = "EXECUTE bench_page(" + ", ".join(literal(a) for a in args) + ")"
     first = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {call}")

@@ -4,10 +4,12 @@ bad filter values, and the limits on query size."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
+from auditlog import accounts
 from auditlog.catalog import CATALOG
 from auditlog.runtime import Services
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
@@ -207,3 +209,21 @@ async def test_an_oversized_request_body_is_refused_unread(workspace: WorkspaceK
         headers={**workspace.auth(workspace.admin), "Content-Type": "application/json"},
     )
     assert response.status_code == 413
+
+
+async def test_events_past_retention_are_never_returned(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    old = event("file.deleted", occurredAt=(datetime.now(UTC) - timedelta(days=10)).isoformat())
+    recent = event("file.deleted")
+    assert (await workspace.ingest([old, recent])).status_code == 202
+    query = {"f": {"actions": ["file.deleted"]}}
+    listed = await workspace.gql(LIST, query)
+    assert {e["node"]["id"] for e in listed["data"]["auditEvents"]["edges"]} == {
+        old["id"],
+        recent["id"],
+    }
+    await accounts.set_plan(services.pool, workspace.id, "enterprise", 5)
+    listed = await workspace.gql(LIST, query)
+    assert [e["node"]["id"] for e in listed["data"]["auditEvents"]["edges"]] == [recent["id"]]
+    assert (await workspace.gql(DETAIL, {"id": old["id"]}))["data"]["auditEvent"] is None

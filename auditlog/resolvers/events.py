@@ -69,9 +69,7 @@ async def audit_events(
         before=TimePosition(before_c.occurred_at, before_c.seq) if before_c else None,
     )
     async with ctx.services.pool.acquire() as conn:
-        workspace = await read_workspace_or_fail(conn, workspace_id)
-        retention = workspace.retention_start(datetime.now(UTC))
-        page = await read_page(conn, workspace_id, flt, request, retention)
+        page = await read_page(conn, workspace_id, flt, request)
     return connection_from_page(codec, workspace_id, page)
 
 

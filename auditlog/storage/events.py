@@ -181,6 +181,14 @@ async def record_login_history(
     )
 
 
+# The workspace's retention, read inside the statement (one round trip less than
+# reading the workspace first); unlimited or unknown: no bound. Partitions are
+# still pruned by it at run time.
+_WORKSPACE_RETENTION = """occurred_at >= coalesce(
+    (SELECT now() - make_interval(days => retention_days) FROM workspaces WHERE id = $1),
+    '-infinity'::timestamptz)"""
+
+
 def _filter_sql(
     flt: EventFilter, args: list[object], retention_start: datetime | None, split: str | None
 ) -> list[str]:
@@ -236,6 +244,7 @@ class PageBounds:
     newer_than: TimePosition | None = None
     oldest_first: bool = False
     retention_start: datetime | None = None
+    workspace_retention: bool = False  # bound by the workspace's retention, read in SQL
 
 
 def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple[str, list[object]]:
@@ -243,6 +252,8 @@ def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple
     split, values = _split_list(flt)
     args: list[object] = [workspace_id]
     where = ["workspace_id = $1", *_filter_sql(flt, args, bounds.retention_start, split)]
+    if bounds.workspace_retention:
+        where.append(_WORKSPACE_RETENTION)
     older_than, newer_than = bounds.older_than, bounds.newer_than
     if older_than is not None:
         args += [older_than.occurred_at, older_than.seq]
@@ -277,13 +288,16 @@ async def read_events_page(
     newer_than: TimePosition | None = None,
     oldest_first: bool = False,
     retention_start: datetime | None = None,
+    workspace_retention: bool = False,
 ) -> list[StoredEvent]:
     """At most `limit` events strictly between the positions, returned newest first.
 
     The `limit` rows taken are the newest ones, or with `oldest_first` the oldest
     ones (for paging backwards from `newer_than`); the result is newest first either way.
     """
-    bounds = PageBounds(limit, older_than, newer_than, oldest_first, retention_start)
+    bounds = PageBounds(
+        limit, older_than, newer_than, oldest_first, retention_start, workspace_retention
+    )
     sql, args = page_query(workspace_id, flt, bounds)
     records = await conn.fetch(sql, *args)
     rows = [
