@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from bench.query_measure import (
     cursor_of_page,
     explain_prepared,
     http_timing,
+    measure_sync,
     page_position,
     page_sql,
     sql_timing,
@@ -195,6 +197,9 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
             started = time.perf_counter()
             deep = cursor_of_page(client, deep_page)
             print(f"walked to page {deep_page:,} in {time.perf_counter() - started:.1f} s")
+            typename = {"query": "{ __typename }"}
+            fixed = measure_sync(lambda: client.post("/graphql", json=typename), requests)
+            print(f"HTTP + authentication alone ({{ __typename }}): {ms(fixed)} ms p50/p99")
             print(
                 "\n" + row("p50/p99 ms", "HTTP", "SQL floor", "Strawberry", "HTTP/SQL", "HTTP/SB")
             )
@@ -245,7 +250,7 @@ async def explain_all(pool: asyncpg.Pool, todo: list[tuple[Case, TimePosition | 
             _, generic = await explain_prepared(conn, sql, args)
         finally:
             await conn.execute("RESET plan_cache_mode")
-        plan = "generic" if "$" in generic.text else "custom"
+        plan = "generic" if re.search(r"\$[1-9]", generic.text) else "custom"
         print(
             f"for comparison, plan_cache_mode=auto, {case.name}, 7th run: {plan} plan, "
             f"{generic.partitions} partition(s) scanned, {generic.execution_ms} ms"

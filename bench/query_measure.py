@@ -129,7 +129,9 @@ async def sql_timing(
     async def run() -> None:
         nonlocal rows
         async with pool.acquire() as conn:
-            rows = await read_events_page(conn, workspace_id, flt, limit=51, older_than=after)
+            rows = await read_events_page(
+                conn, workspace_id, flt, limit=51, older_than=after, workspace_retention=True
+            )
 
     return await measure(run, n), rows[:50]
 
@@ -231,4 +233,6 @@ async def explain_prepared(
 
 def page_sql(workspace_id: str, case: Case, after: TimePosition | None) -> tuple[str, list[object]]:
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
-    return page_query(workspace_id, flt, PageBounds(limit=51, older_than=after))
+    return page_query(
+        workspace_id, flt, PageBounds(limit=51, older_than=after, workspace_retention=True)
+    )
