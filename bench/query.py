@@ -42,15 +42,17 @@ from auditlog.storage.events import TimePosition
 from bench.query_data import BIG, BenchData, generate, loaded_count
 from bench.query_measure import (
     Case,
+    Run,
     Timing,
     cursor_of_page,
     explain_prepared,
-    http_timing,
+    http_run,
+    interleaved,
     measure_sync,
     page_position,
     page_sql,
-    sql_timing,
-    strawberry_floor,
+    sql_run,
+    strawberry_run,
 )
 
 SECRET_KEY = "bench-query-secret-key-0123456789abcdef"
@@ -145,7 +147,7 @@ def serve(url: str, port: int) -> Iterator[str]:
         process.wait(10)
 
 
-def cases(deep_cursor: str) -> list[Case]:
+def cases(deep_cursor: str, deep_page: int) -> list[Case]:
     day = (datetime.now(UTC) - timedelta(days=100)).replace(hour=0, minute=0, second=0)
     day = day.replace(microsecond=0)
     return [
@@ -161,7 +163,7 @@ def cases(deep_cursor: str) -> list[Case]:
                 "occurredTo": (day + timedelta(days=1)).isoformat(),
             },
         ),
-        Case("page 1,000 by cursors", {}, after=deep_cursor),
+        Case(f"page {deep_page:,} by cursors", {}, after=deep_cursor),
     ]
 
 
@@ -203,12 +205,18 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
             print(
                 "\n" + row("p50/p99 ms", "HTTP", "SQL floor", "Strawberry", "HTTP/SQL", "HTTP/SB")
             )
+            todo = cases(deep, deep_page)
+            runs: dict[str, Run] = {}
+            positions = [page_position(codec, BIG, case.after) for case in todo]
+            for i, (case, after) in enumerate(zip(todo, positions, strict=True)):
+                read = sql_run(pool, BIG, case, after)
+                runs[f"http{i}"] = http_run(client, case)
+                runs[f"sql{i}"] = read
+                runs[f"gql{i}"] = strawberry_run(codec, BIG, await read(), case)
+            timings = await interleaved(runs, requests)
             results = []
-            for case in cases(deep):
-                e2e = http_timing(client, case, requests)
-                after = page_position(codec, BIG, case.after)
-                sql, rows = await sql_timing(pool, BIG, case, after, requests)
-                gql = await strawberry_floor(codec, BIG, rows, case, requests)
+            for i, (case, after) in enumerate(zip(todo, positions, strict=True)):
+                e2e, sql, gql = timings[f"http{i}"], timings[f"sql{i}"], timings[f"gql{i}"]
                 results.append((case, e2e, sql, gql, after))
                 print(
                     row(

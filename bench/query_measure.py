@@ -4,6 +4,7 @@ statement after its sixth execution)."""
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import re
 import statistics
@@ -66,17 +67,6 @@ def timing(samples: list[float]) -> Timing:
     return Timing(statistics.median(ordered) * 1000, p99 * 1000)
 
 
-async def measure(run: Callable[[], Awaitable[object]], n: int, warmup: int = 20) -> Timing:
-    for _ in range(warmup):
-        await run()
-    samples = []
-    for _ in range(n):
-        started = time.perf_counter()
-        await run()
-        samples.append(time.perf_counter() - started)
-    return timing(samples)
-
-
 def measure_sync(run: Callable[[], object], n: int, warmup: int = 20) -> Timing:
     for _ in range(warmup):
         run()
@@ -88,7 +78,25 @@ def measure_sync(run: Callable[[], object], n: int, warmup: int = 20) -> Timing:
     return timing(samples)
 
 
-def http_timing(client: httpx.Client, case: Case, n: int) -> Timing:
+Run = Callable[[], Awaitable[object] | object]
+
+
+async def interleaved(runs: dict[str, Run], n: int, warmup: int = 20) -> dict[str, Timing]:
+    """Time every run once per round, round after round, so that the load other
+    processes put on the machine falls on all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for round_number in range(warmup + n):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            result = run()
+            if inspect.isawaitable(result):
+                await result
+            if round_number >= warmup:
+                samples[name].append(time.perf_counter() - started)
+    return {name: timing(values) for name, values in samples.items()}
+
+
+def http_run(client: httpx.Client, case: Case) -> Run:
     body = {"query": FULL_PAGE, "variables": {"filter": case.filter, "first": 50}}
     if case.after:
         body["variables"]["after"] = case.after
@@ -98,7 +106,7 @@ def http_timing(client: httpx.Client, case: Case, n: int) -> Timing:
         if response.status_code != 200 or b'"errors"' in response.content:
             raise RuntimeError(f"{case.name}: {response.status_code} {response.text[:300]}")
 
-    return measure_sync(run, n)
+    return run
 
 
 def cursor_of_page(client: httpx.Client, page_number: int, size: int = 50) -> str:
@@ -120,20 +128,20 @@ def page_position(codec: CursorCodec, workspace_id: str, cursor: str | None) -> 
     return TimePosition(decoded.occurred_at, decoded.seq)
 
 
-async def sql_timing(
-    pool: asyncpg.Pool, workspace_id: str, case: Case, after: TimePosition | None, n: int
-) -> tuple[Timing, list[StoredEvent]]:
+def sql_run(
+    pool: asyncpg.Pool, workspace_id: str, case: Case, after: TimePosition | None
+) -> Callable[[], Awaitable[list[StoredEvent]]]:
+    """The page's statement as the service sends it (51 rows: the extra one tells
+    whether there is a next page), through the same pool settings."""
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
-    rows: list[StoredEvent] = []
 
-    async def run() -> None:
-        nonlocal rows
+    async def run() -> list[StoredEvent]:
         async with pool.acquire() as conn:
-            rows = await read_events_page(
+            return await read_events_page(
                 conn, workspace_id, flt, limit=51, older_than=after, workspace_retention=True
             )
 
-    return await measure(run, n), rows[:50]
+    return run
 
 
 def _snake(flt: dict[str, Any]) -> dict[str, Any]:
@@ -148,11 +156,11 @@ def _snake(flt: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def strawberry_floor(
-    codec: CursorCodec, workspace_id: str, rows: list[StoredEvent], case: Case, n: int
-) -> Timing:
+def strawberry_run(
+    codec: CursorCodec, workspace_id: str, rows: list[StoredEvent], case: Case
+) -> Run:
     """The same document, the same schema types and extensions, over rows in memory."""
-    page = Page(rows, has_next=True, has_previous=case.after is not None)
+    page = Page(rows[:50], has_next=True, has_previous=case.after is not None)
 
     @strawberry.type
     class MemoryQuery:
@@ -173,7 +181,7 @@ async def strawberry_floor(
         if result.errors:
             raise RuntimeError(result.errors)
 
-    return await measure(run, n)
+    return run
 
 
 def literal(value: object) -> str:

@@ -255,12 +255,16 @@ def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple
     if bounds.workspace_retention:
         where.append(_WORKSPACE_RETENTION)
     older_than, newer_than = bounds.older_than, bounds.newer_than
+    # The plain occurred_at bound beside each row comparison lets the planner prune
+    # partitions (it does not prune on row comparisons).
     if older_than is not None:
         args += [older_than.occurred_at, older_than.seq]
-        where.append(f"(occurred_at, seq) < (${len(args) - 1}, ${len(args)})")
+        at, seq = f"${len(args) - 1}", f"${len(args)}"
+        where.append(f"occurred_at <= {at} AND (occurred_at, seq) < ({at}, {seq})")
     if newer_than is not None:
         args += [newer_than.occurred_at, newer_than.seq]
-        where.append(f"(occurred_at, seq) > (${len(args) - 1}, ${len(args)})")
+        at, seq = f"${len(args) - 1}", f"${len(args)}"
+        where.append(f"occurred_at >= {at} AND (occurred_at, seq) > ({at}, {seq})")
     order = "ASC" if bounds.oldest_first else "DESC"
     columns = "workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload"
     if split is not None:
