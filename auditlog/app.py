@@ -10,11 +10,13 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
+from auditlog.endpoints.exports import download_export_part
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
+from auditlog.streaming.worker import running_worker
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
             app.state.background = background
+            if background:
+                await stack.enter_async_context(
+                    running_worker(services.pool, services.bus, services.settings)
+                )
             yield
 
     return Starlette(
@@ -38,6 +44,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
         ],
         lifespan=lifespan,

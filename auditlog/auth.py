@@ -6,6 +6,7 @@ bind to no workspace: each event names its own.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -73,8 +74,51 @@ def split_token(token: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+class SessionTokens:
+    """Verifies console session JWTs: HS256 with AUDITLOG_JWT_SECRET, or asymmetric
+    keys published at AUDITLOG_JWKS_URL. The algorithm is never taken on the
+    token's word: HS256 only with the secret, RS/PS/ES/EdDSA only with the JWKS."""
+
+    _ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+    _REQUIRED = ("exp", "sub", "workspace", "role")
+
+    def __init__(self, secret: str | None, jwks_url: str | None = None) -> None:
+        self._secret = secret
+        self._jwks = (
+            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            if jwks_url
+            else None
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._secret or self._jwks)
+
+    async def claims(self, token: str) -> dict[str, Any]:
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+            if alg == "HS256" and self._secret:
+                return jwt.decode(
+                    token,
+                    self._secret,
+                    algorithms=["HS256"],
+                    options={"require": list(self._REQUIRED)},
+                )
+            if alg in self._ASYMMETRIC and self._jwks is not None:
+                signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
+                return jwt.decode(
+                    token,
+                    signing_key.key,
+                    algorithms=[str(alg)],
+                    options={"require": list(self._REQUIRED), "verify_aud": False},
+                )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        raise AuthError("invalid token: unsupported or unconfigured signing algorithm")
+
+
 async def authenticate(
-    conn: asyncpg.Connection, authorization: str | None, jwt_secret: str | None
+    conn: asyncpg.Connection, authorization: str | None, sessions: SessionTokens
 ) -> Principal:
     """The principal behind an `Authorization: Bearer ...` value, or AuthError."""
     if not authorization:
@@ -86,7 +130,7 @@ async def authenticate(
     parts = split_token(token)
     if parts is not None:
         return await _authenticate_key(conn, *parts)
-    return await _authenticate_jwt(conn, token, jwt_secret)
+    return await _authenticate_jwt(conn, token, sessions)
 
 
 async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) -> Principal:
@@ -99,19 +143,11 @@ async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) 
 
 
 async def _authenticate_jwt(
-    conn: asyncpg.Connection, token: str, jwt_secret: str | None
+    conn: asyncpg.Connection, token: str, sessions: SessionTokens
 ) -> Principal:
-    if not jwt_secret:
+    if not sessions.enabled:
         raise AuthError("invalid token")
-    try:
-        claims = jwt.decode(
-            token,
-            jwt_secret,
-            algorithms=["HS256"],  # never 'none', never an algorithm the token picks
-            options={"require": ["exp", "sub", "workspace", "role"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise AuthError(f"invalid token: {exc}") from None
+    claims = await sessions.claims(token)
     role, workspace = claims.get("role"), claims.get("workspace")
     if role not in ("owner", "admin", "member") or not isinstance(workspace, str):
         raise AuthError("invalid token: role must be owner, admin or member")

@@ -108,6 +108,24 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.streaming.delivery import DeliveryOptions
+    from auditlog.streaming.worker import StreamWorker
+
+    options = DeliveryOptions(lease_seconds=args.lease_seconds, send_timeout=args.send_timeout)
+
+    async def action(services: Services) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        worker = StreamWorker(services.pool, services.bus, services.settings, options=options)
+        await worker.run(stop)
+        return 0
+
+    return _run_with_services(settings, action, pool_size=10)
+
+
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.schema.root import schema
 
@@ -130,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run stream delivery workers only (run many to scale)")
+    worker.add_argument(
+        "--lease-seconds", type=float, default=30.0, help="how long a dead worker holds a lease"
+    )
+    worker.add_argument("--send-timeout", type=float, default=10.0)
+    worker.set_defaults(handler=cmd_worker)
 
     sub.add_parser("migrate", help="apply schema migrations").set_defaults(handler=cmd_migrate)
     sub.add_parser("export-schema", help="print the GraphQL SDL").set_defaults(

@@ -21,7 +21,19 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _seconds(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 7 * 24 * 3600:
+        raise ConfigError(f"{name}: must be a whole number of seconds between 1 and 604800")
+    return int(raw)
+
+
 def _default_data_dir() -> Path:
+    # As root the embedded PostgreSQL runs as its own system user, which must be
+    # able to reach the data folder: /var/lib suits a root service, and avoids
+    # opening up root's home directory.
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/auditlog")
     return Path(platformdirs.user_data_dir("auditlog", appauthor=False))
 
 
@@ -36,6 +48,8 @@ class Settings:
     jwt_secret: str | None = None
     jwks_url: str | None = None
     allow_private_destinations: bool = False
+    # How long a signed export download link stays valid.
+    export_link_ttl_seconds: int = 3600
     # Where the service keeps the generated secret key when none is configured.
     secret_key_generated: bool = False
 
@@ -58,6 +72,7 @@ class Settings:
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
+            export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

@@ -22,8 +22,8 @@ from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 
+MAX_REQUEST_BYTES = 256 * 1024
 GRAPHQL_RESPONSE = "application/graphql-response+json"
-MAX_BODY_BYTES = 1_000_000  # a document is at most 5,000 tokens; variables are small
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
@@ -76,11 +76,13 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             return
         request = Request(scope, receive)
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            response = json_response(
-                {"errors": [{"message": f"the request body is over {MAX_BODY_BYTES} bytes"}]}, 413
+        if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
+            message = f"a GraphQL request holds at most {MAX_REQUEST_BYTES} bytes"
+            too_large = json_response(
+                {"errors": [{"message": message, "extensions": {"code": "QUERY_TOO_COMPLEX"}}]},
+                413,
             )
-            await response(scope, receive, send)
+            await too_large(scope, receive, send)
             return
         wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if not wants_ide and request.method in ("GET", "POST"):

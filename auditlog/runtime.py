@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from auditlog.auth import SessionTokens
 from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
@@ -33,6 +34,7 @@ class Services:
     bus: LiveBus
     ingestor: Ingestor
     cursors: CursorCodec
+    sessions: SessionTokens
 
 
 async def migrate(database_url: str) -> list[str]:
@@ -64,6 +66,7 @@ async def open_services(
             bus=bus,
             ingestor=ingestor,
             cursors=CursorCodec(settings.secret_key),
+            sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
         )
     finally:
         await bus.disconnect()

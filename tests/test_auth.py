@@ -140,3 +140,12 @@ async def test_key_creation_and_revocation_are_audited(
     assert ("audit_log.api_key.revoked", created.id) in seen
     assert ("audit_log.api_key.created", created.id) in seen
     assert created.key not in str(body)
+
+
+async def test_oversized_graphql_request_is_refused(workspace: WorkspaceKeys) -> None:
+    query = "{ workspace { id } }" + " " * 300_000
+    response = await workspace.http.post(
+        "/graphql", json={"query": query}, headers=workspace.auth(workspace.admin)
+    )
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"

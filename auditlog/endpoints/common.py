@@ -37,6 +37,4 @@ async def principal_of(conn: HTTPConnection) -> Principal:
     """Authenticate the request's bearer token (raises AuthError)."""
     services = services_of(conn)
     async with services.pool.acquire() as db:
-        return await authenticate(
-            db, conn.headers.get("authorization"), services.settings.jwt_secret
-        )
+        return await authenticate(db, conn.headers.get("authorization"), services.sessions)

@@ -15,7 +15,16 @@ import orjson
 
 def format_timestamp(value: datetime) -> str:
     """RFC 3339 in UTC with microseconds: 2026-11-28T10:00:00.000000Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    v = value.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - twice as fast as strftime
+        v.year,
+        v.month,
+        v.day,
+        v.hour,
+        v.minute,
+        v.second,
+        v.microsecond,
+    )
 
 
 def canonical_json(value: Any) -> str:

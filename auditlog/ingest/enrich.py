@@ -13,16 +13,21 @@ from ua_parser import parse as parse_user_agent
 log = logging.getLogger(__name__)
 
 
+@lru_cache(maxsize=1)
+def _warn_once_without_database() -> None:
+    log.warning(
+        "AUDITLOG_GEOIP_DB is not set: events are stored without location "
+        "(set it to a MaxMind City .mmdb file to enrich them)"
+    )
+
+
 class GeoIP:
     """City lookups, cached: the same addresses repeat within a workspace."""
 
     def __init__(self, path: Path | None) -> None:
         self._reader: Any = None
         if path is None:
-            log.warning(
-                "AUDITLOG_GEOIP_DB is not set: events are stored without location "
-                "(set it to a MaxMind City .mmdb file to enrich them)"
-            )
+            _warn_once_without_database()
             return
         import geoip2.database
 

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,7 @@ from auditlog.ingest.canonical import canonical_json, format_timestamp
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
 from auditlog.storage import events as event_store
+from auditlog.storage.events import IPAddress
 from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+@lru_cache(maxsize=65536)
+def _ip_text(ip: IPAddress) -> str:
+    return str(ip)
+
+
 def _actor_key(event: EventIn) -> str | None:
     if event.actor.email:
         return "email:" + event.actor.email.lower()
@@ -72,6 +79,7 @@ def _device_label(device: dict[str, Any] | None) -> str | None:
 class _Prepared:
     event: EventIn
     workspace_id: str
+    ip_text: str | None
     location: dict[str, Any] | None
     device: dict[str, Any] | None
     anomalies: list[str]
@@ -160,20 +168,12 @@ class Ingestor:
             workspaces = await read_workspaces(conn, ws_ids)
             self._check_workspaces(events, scope_workspace, workspaces, now)
             await self._ensure_partitions(conn, events)
-            prepared = [
-                _Prepared(
-                    event=e,
-                    workspace_id=e.workspace_id or scope_workspace or "",
-                    location=self._geoip.lookup(str(e.ip)) if e.ip is not None else None,
-                    device=parse_device(e.user_agent) if e.user_agent else None,
-                    anomalies=[],
-                )
-                for e in events
-            ]
+            prepared = [self._prepare(e, scope_workspace) for e in events]
             async with conn.transaction():
                 fresh = await self._claim(conn, prepared)
                 await self._login_anomalies(conn, fresh)
-                rows = [self._row(p, now) for p in fresh]
+                received = format_timestamp(now)
+                rows = [self._row(p, now, received) for p in fresh]
                 await event_store.copy_events(conn, rows)
         if fresh and self._notify is not None:
             try:
@@ -184,6 +184,17 @@ class Ingestor:
             accepted=len(fresh),
             duplicates=len(events) - len(fresh),
             ids=[str(e.id) for e in events],
+        )
+
+    def _prepare(self, e: EventIn, scope_workspace: str | None) -> _Prepared:
+        ip_text = _ip_text(e.ip) if e.ip is not None else None
+        return _Prepared(
+            event=e,
+            workspace_id=e.workspace_id or scope_workspace or "",
+            ip_text=ip_text,
+            location=self._geoip.lookup(ip_text) if ip_text is not None else None,
+            device=parse_device(e.user_agent) if e.user_agent else None,
+            anomalies=[],
         )
 
     @staticmethod
@@ -218,8 +229,8 @@ class Ingestor:
     @staticmethod
     def _login_values(p: _Prepared) -> list[tuple[str, str]]:
         values: list[tuple[str, str]] = []
-        if p.event.ip is not None:
-            values.append(("ip", str(p.event.ip)))
+        if p.ip_text is not None:
+            values.append(("ip", p.ip_text))
         if p.location and p.location.get("countryCode"):
             values.append(("country", str(p.location["countryCode"])))
         label = _device_label(p.device)
@@ -252,13 +263,13 @@ class Ingestor:
             await event_store.record_login_history(conn, ws_id, learned)
 
     @staticmethod
-    def _row(p: _Prepared, now: datetime) -> event_store.EventRow:
+    def _row(p: _Prepared, now: datetime, received: str) -> event_store.EventRow:
         e = p.event
         payload = {
             "id": str(e.id),
             "workspaceId": p.workspace_id,
             "occurredAt": format_timestamp(e.occurred_at),
-            "receivedAt": format_timestamp(now),
+            "receivedAt": received,
             "action": e.action,
             "category": e.category.value,
             "actor": {
@@ -268,7 +279,7 @@ class Ingestor:
                 "email": e.actor.email,
             },
             "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
-            "ipAddress": str(e.ip) if e.ip is not None else None,
+            "ipAddress": p.ip_text,
             "userAgent": e.user_agent,
             "location": p.location,
             "device": p.device,

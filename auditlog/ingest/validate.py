@@ -11,6 +11,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -43,7 +44,8 @@ _FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Plain (not frozen) slotted dataclasses: frozen ones cost microseconds per event to build.
+@dataclass(slots=True)
 class Actor:
     type: str
     id: str | None
@@ -51,14 +53,14 @@ class Actor:
     email: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Target:
     type: str
     id: str | None
     name: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventIn:
     """A structurally valid event, before enrichment."""
 
@@ -73,6 +75,16 @@ class EventIn:
     ip: IPAddress | None
     user_agent: str | None
     metadata: dict[str, Any]
+
+
+# Placeholder id of an event sent without one; the ingest service assigns a UUIDv7.
+_NO_ID = uuid.UUID(int=0)
+
+
+@lru_cache(maxsize=65536)
+def parse_ip(text: str) -> IPAddress:
+    """Parse an address (cached: the same addresses repeat); raises ValueError."""
+    return ipaddress.ip_address(text)
 
 
 class _Errors:
@@ -222,7 +234,7 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
     if unknown:
         errors.add(sorted(unknown)[0], "is not a known event field")
 
-    event_id = uuid.uuid4()
+    event_id = _NO_ID
     id_given = raw.get("id") is not None
     if id_given:
         try:
@@ -264,9 +276,9 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
     ip: IPAddress | None = None
     if raw.get("ipAddress") is not None:
         try:
-            if not isinstance(raw["ipAddress"], str):
+            if not isinstance(raw["ipAddress"], str) or len(raw["ipAddress"]) > 64:
                 raise ValueError
-            ip = ipaddress.ip_address(raw["ipAddress"])
+            ip = parse_ip(raw["ipAddress"])
         except ValueError:
             errors.add("ipAddress", "must be an IPv4 or IPv6 address")
 

@@ -14,9 +14,11 @@ from auditlog.resolvers import events as event_resolvers
 from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Info
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
+from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.scalars import SCALAR_MAP
+from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -26,7 +28,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query:
+class Query(ExportQuery, StreamingQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,
@@ -66,6 +68,11 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
+@strawberry.type
+class Mutation(ExportMutation, StreamingMutation):
+    pass
+
+
 def build_schema(query: type = Query) -> AuditLogSchema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
@@ -77,6 +84,7 @@ def build_schema(query: type = Query) -> AuditLogSchema:
     ]
     return AuditLogSchema(
         query=query,
+        mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )

@@ -2,8 +2,8 @@
 
 Positions: every event has (occurred_at, seq) for newest-first reading, and
 (xid, seq) for ingest order. Readers that resume in ingest order only read
-below the safe watermark (`xid < pg_snapshot_xmin(pg_current_snapshot())`),
-so an event whose transaction commits late is never skipped (DESIGN.md, 3).
+below the safe watermark (SAFE_WATERMARK), so an event whose transaction
+commits late is never skipped (DESIGN.md, 3).
 """
 
 from __future__ import annotations
@@ -13,32 +13,35 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 import asyncpg
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Columns written at ingest, in COPY order; seq and xid come from their defaults.
-INSERT_COLUMNS = (
-    "workspace_id",
-    "occurred_at",
-    "id",
-    "received_at",
-    "action",
-    "category",
-    "actor_type",
-    "actor_id",
-    "actor_email",
-    "ip",
-    "target_ids",
-    "payload",
-)
+# The safe watermark: the oldest transaction still running in the statement's
+# snapshot that could have written to this database. pg_snapshot_xmin alone is
+# cluster-wide, so a long write in another database of the same cluster would
+# hold every reader back. A running transaction is skipped only when
+# pg_stat_activity shows it in another database; one that ended since the
+# snapshot, or runs here, or cannot be placed (a prepared transaction) stays
+# a barrier until the next read. With no barrier, everything visible is final:
+# later transactions get xids at or above the snapshot's xmax.
+SAFE_WATERMARK = """coalesce(
+    (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+     WHERE xid(x) NOT IN (
+         SELECT a.backend_xid FROM pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL AND a.datid IS DISTINCT FROM
+             (SELECT oid FROM pg_database WHERE datname = current_database()))),
+    pg_snapshot_xmax(pg_current_snapshot()))"""
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One event as written: indexed columns plus the canonical payload."""
+class EventRow(NamedTuple):
+    """One event as written: indexed columns plus the canonical payload.
+
+    A tuple in INSERT_COLUMNS order, so it goes to COPY as it is.
+    """
 
     workspace_id: str
     occurred_at: datetime
@@ -53,21 +56,9 @@ class EventRow:
     target_ids: list[str]
     payload: str
 
-    def as_copy_record(self) -> tuple[object, ...]:
-        return (
-            self.workspace_id,
-            self.occurred_at,
-            self.id,
-            self.received_at,
-            self.action,
-            self.category,
-            self.actor_type,
-            self.actor_id,
-            self.actor_email,
-            self.ip,
-            self.target_ids,
-            self.payload,
-        )
+
+# Columns written at ingest, in COPY order; seq and xid come from their defaults.
+INSERT_COLUMNS: tuple[str, ...] = EventRow._fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +128,7 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
     """COPY rows into audit_events in the given order (seq follows that order)."""
     await conn.copy_records_to_table(
         "audit_events",
-        records=[row.as_copy_record() for row in rows],
+        records=rows,
         columns=INSERT_COLUMNS,
     )
 
@@ -190,7 +181,10 @@ _WORKSPACE_RETENTION = """occurred_at >= coalesce(
 
 
 def _filter_sql(
-    flt: EventFilter, args: list[object], retention_start: datetime | None, split: str | None
+    flt: EventFilter,
+    args: list[object],
+    retention_start: datetime | None,
+    split: str | None = None,
 ) -> list[str]:
     def arg(value: object) -> str:
         args.append(value)
@@ -357,14 +351,14 @@ async def read_events_since(
     before the last row returned is running.
     """
     records = await conn.fetch(
-        """SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
-           FROM audit_events
-           WHERE workspace_id = $1
-             AND (xid, seq) > ($2::text::xid8, $3)
-             AND xid < pg_snapshot_xmin(pg_current_snapshot())
-             AND ($5::timestamptz IS NULL OR occurred_at >= $5)
-           ORDER BY xid, seq
-           LIMIT $4""",
+        f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
+            FROM audit_events
+            WHERE workspace_id = $1
+              AND (xid, seq) > ($2::text::xid8, $3)
+              AND xid < {SAFE_WATERMARK}
+              AND ($5::timestamptz IS NULL OR occurred_at >= $5)
+            ORDER BY xid, seq
+            LIMIT $4""",
         workspace_id,
         str(after_xid),
         after_seq,
@@ -380,9 +374,9 @@ async def read_events_since(
 async def read_safe_watermark(conn: asyncpg.Connection, workspace_id: str) -> tuple[int, int]:
     """The last (xid, seq) of this workspace that is final now, or (0, 0)."""
     record = await conn.fetchrow(
-        """SELECT xid::text::bigint AS xid, seq FROM audit_events
-           WHERE workspace_id = $1 AND xid < pg_snapshot_xmin(pg_current_snapshot())
-           ORDER BY xid DESC, seq DESC LIMIT 1""",
+        f"""SELECT xid::text::bigint AS xid, seq FROM audit_events
+            WHERE workspace_id = $1 AND xid < {SAFE_WATERMARK}
+            ORDER BY xid DESC, seq DESC LIMIT 1""",
         workspace_id,
     )
     if record is None:

@@ -1,0 +1,129 @@
+"""File formats of an export, encoded batch by batch from stored payloads.
+
+CSV: RFC 4180 (comma, double quotes, CRLF) with a header row and the stable
+columns below; a cell a spreadsheet would run as a formula (starting with
+= + - @ tab or carriage return) gets a leading apostrophe. JSON: one array of
+the stored payloads, verbatim. NDJSON: one stored payload a line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CSV_COLUMNS = (
+    "id",
+    "occurredAt",
+    "category",
+    "action",
+    "actorType",
+    "actorId",
+    "actorName",
+    "actorEmail",
+    "targets",
+    "ipAddress",
+    "city",
+    "region",
+    "country",
+    "browser",
+    "os",
+    "device",
+    "userAgent",
+    "metadata",
+)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    name: str
+    extension: str
+    media_type: str
+
+
+FORMATS = {
+    "CSV": FileFormat("CSV", "csv", "text/csv; charset=utf-8"),
+    "JSON": FileFormat("JSON", "json", "application/json"),
+    "NDJSON": FileFormat("NDJSON", "ndjson", "application/x-ndjson"),
+}
+
+
+_EMPTY: dict[str, Any] = {}
+
+
+def text_cell(value: str | None) -> str:
+    """A text cell: neutralised when it would run as a formula, quoted when it must be."""
+    if value is None:
+        return ""
+    if value.startswith(_FORMULA_STARTS):
+        value = "'" + value
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _json_cell(value: Any) -> str:
+    # The payload's keys are already sorted, so this is the canonical form again.
+    return '"' + orjson.dumps(value).decode().replace('"', '""') + '"'
+
+
+def csv_line(payload_text: str) -> str:
+    """One stored payload as a CSV record (CSV_COLUMNS order, CRLF-terminated).
+
+    id, occurredAt, category, action, actor type and IP address are written by
+    the service from validated values (a UUID, a UTC timestamp, catalog names,
+    an enum, an address) and need neither quoting nor neutralising.
+    """
+    event = orjson.loads(payload_text)
+    actor = event["actor"]
+    location = event.get("location") or _EMPTY
+    device = event.get("device") or _EMPTY
+    cells = (
+        event["id"],
+        event["occurredAt"],
+        event["category"],
+        event["action"],
+        actor["type"],
+        text_cell(actor.get("id")),
+        text_cell(actor.get("name")),
+        text_cell(actor.get("email")),
+        _json_cell(event.get("targets") or []),
+        event.get("ipAddress") or "",
+        text_cell(location.get("city")),
+        text_cell(location.get("region")),
+        text_cell(location.get("country")),
+        text_cell(device.get("browser")),
+        text_cell(device.get("os")),
+        text_cell(device.get("device")),
+        text_cell(event.get("userAgent")),
+        _json_cell(event.get("metadata") or _EMPTY),
+    )
+    return ",".join(cells) + "\r\n"
+
+
+async def _encode_csv(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    yield (",".join(CSV_COLUMNS) + "\r\n").encode()
+    async for batch in batches:
+        yield "".join([csv_line(text) for text in batch]).encode()
+
+
+async def _encode_json(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    separator = "[\n"
+    async for batch in batches:
+        yield (separator + ",\n".join(batch)).encode()
+        separator = ",\n"
+    yield b"[\n]\n" if separator == "[\n" else b"\n]\n"
+
+
+async def _encode_ndjson(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    async for batch in batches:
+        yield ("\n".join(batch) + "\n").encode()
+
+
+def encode(file_format: FileFormat, batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    """The file's bytes, one chunk per batch of stored payloads."""
+    encoders = {"CSV": _encode_csv, "JSON": _encode_json, "NDJSON": _encode_ndjson}
+    return encoders[file_format.name](batches)

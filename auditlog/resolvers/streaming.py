@@ -1,0 +1,61 @@
+"""Streaming destinations: authorize (owner/admin, ENTERPRISE), then call the admin service."""
+
+from __future__ import annotations
+
+from auditlog.errors import AuthError
+from auditlog.schema.context import Context
+from auditlog.streaming.config import DestinationConfig
+from auditlog.streaming.destinations import (
+    Caller,
+    CreatedDestination,
+    DeliveryTest,
+    DestinationView,
+    StreamingAdmin,
+    authorize,
+)
+
+
+async def _admin(ctx: Context) -> tuple[StreamingAdmin, Caller]:
+    if ctx.principal is None:
+        raise AuthError("authentication required")
+    services = ctx.services
+    caller = await authorize(services.pool, ctx.principal)
+    return StreamingAdmin(services.pool, services.ingestor, services.settings), caller
+
+
+async def list_destinations(ctx: Context) -> list[DestinationView]:
+    admin, caller = await _admin(ctx)
+    return await admin.list_all(caller)
+
+
+async def create_destination(
+    ctx: Context, name: str, categories: list[str] | None, config: DestinationConfig
+) -> CreatedDestination:
+    admin, caller = await _admin(ctx)
+    return await admin.create(caller, name, categories, config)
+
+
+async def update_destination(
+    ctx: Context,
+    id: str,
+    name: str | None,
+    categories: list[str] | None,
+    config: DestinationConfig | None,
+) -> DestinationView:
+    admin, caller = await _admin(ctx)
+    return await admin.update(caller, id, name, categories, config)
+
+
+async def set_paused(ctx: Context, id: str, *, paused: bool) -> DestinationView:
+    admin, caller = await _admin(ctx)
+    return await admin.set_paused(caller, id, paused)
+
+
+async def delete_destination(ctx: Context, id: str) -> bool:
+    admin, caller = await _admin(ctx)
+    return await admin.delete(caller, id)
+
+
+async def test_destination(ctx: Context, id: str) -> DeliveryTest:
+    admin, caller = await _admin(ctx)
+    return await admin.test(caller, id)

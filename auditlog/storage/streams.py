@@ -1,0 +1,360 @@
+"""Streaming destinations: definitions, delivery cursors, leases and worker heartbeats.
+
+Every write that a worker makes on behalf of a lease is fenced by
+`lease_owner = $worker AND lease_until > now()`: a worker whose lease expired
+can no longer move the cursor, so two workers never both own a destination.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+_COLUMNS = """workspace_id, id, name, kind, categories, config, secrets, status, generation,
+    cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at"""
+
+
+@dataclass(frozen=True)
+class DestinationRow:
+    workspace_id: str
+    id: uuid.UUID
+    name: str
+    kind: str
+    categories: list[str]
+    config: dict[str, Any]
+    secrets: bytes
+    status: str
+    generation: int
+    cursor_xid: int
+    cursor_seq: int
+    last_delivered_at: datetime | None
+    last_error: str | None
+    attempts: int
+    retry_at: datetime | None
+    created_at: datetime
+
+
+def _row(r: asyncpg.Record) -> DestinationRow:
+    return DestinationRow(
+        workspace_id=r["workspace_id"],
+        id=r["id"],
+        name=r["name"],
+        kind=r["kind"],
+        categories=list(r["categories"]),
+        config=r["config"],
+        secrets=bytes(r["secrets"]),
+        status=r["status"],
+        generation=r["generation"],
+        cursor_xid=r["cursor_xid"],
+        cursor_seq=r["cursor_seq"],
+        last_delivered_at=r["last_delivered_at"],
+        last_error=r["last_error"],
+        attempts=r["attempts"],
+        retry_at=r["retry_at"],
+        created_at=r["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class NewDestination:
+    workspace_id: str
+    id: uuid.UUID
+    name: str
+    kind: str
+    categories: list[str]
+    config: dict[str, Any]
+    secrets: bytes
+    cursor_xid: int
+    cursor_seq: int
+
+
+async def insert_destination(conn: asyncpg.Connection, new: NewDestination) -> DestinationRow:
+    record = await conn.fetchrow(
+        f"""INSERT INTO stream_destinations
+               (workspace_id, id, name, kind, categories, config, secrets, cursor_xid, cursor_seq)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLUMNS}""",
+        new.workspace_id,
+        new.id,
+        new.name,
+        new.kind,
+        new.categories,
+        new.config,
+        new.secrets,
+        new.cursor_xid,
+        new.cursor_seq,
+    )
+    assert record is not None
+    return _row(record)
+
+
+async def count_destinations(conn: asyncpg.Connection, workspace_id: str) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM stream_destinations WHERE workspace_id = $1", workspace_id
+        )
+    )
+
+
+async def read_destinations(conn: asyncpg.Connection, workspace_id: str) -> list[DestinationRow]:
+    records = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM stream_destinations WHERE workspace_id = $1
+            ORDER BY created_at, id""",
+        workspace_id,
+    )
+    return [_row(r) for r in records]
+
+
+async def read_destination(
+    conn: asyncpg.Connection, workspace_id: str, destination_id: uuid.UUID
+) -> DestinationRow | None:
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM stream_destinations WHERE workspace_id = $1 AND id = $2",
+        workspace_id,
+        destination_id,
+    )
+    return _row(record) if record else None
+
+
+@dataclass(frozen=True)
+class DestinationChange:
+    """What an update sets; None leaves a value as it is."""
+
+    name: str | None = None
+    categories: list[str] | None = None
+    config: dict[str, Any] | None = None
+    secrets: bytes | None = None
+    status: str | None = None
+
+
+async def update_destination(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    destination_id: uuid.UUID,
+    change: DestinationChange,
+) -> DestinationRow | None:
+    """Apply a change; any change makes a failing destination retry at once.
+
+    A FAILING destination becomes ACTIVE again (unless the change pauses it);
+    the generation moves so its worker reloads the definition.
+    """
+    record = await conn.fetchrow(
+        f"""UPDATE stream_destinations SET
+               name = coalesce($3, name),
+               categories = coalesce($4, categories),
+               config = coalesce($5, config),
+               secrets = coalesce($6, secrets),
+               status = coalesce($7, CASE WHEN status = 'FAILING' THEN 'ACTIVE' ELSE status END),
+               generation = generation + 1,
+               attempts = 0,
+               retry_at = NULL,
+               updated_at = now()
+           WHERE workspace_id = $1 AND id = $2
+           RETURNING {_COLUMNS}""",
+        workspace_id,
+        destination_id,
+        change.name,
+        change.categories,
+        change.config,
+        change.secrets,
+        change.status,
+    )
+    return _row(record) if record else None
+
+
+async def delete_destination(
+    conn: asyncpg.Connection, workspace_id: str, destination_id: uuid.UUID
+) -> DestinationRow | None:
+    record = await conn.fetchrow(
+        f"""DELETE FROM stream_destinations WHERE workspace_id = $1 AND id = $2
+            RETURNING {_COLUMNS}""",
+        workspace_id,
+        destination_id,
+    )
+    return _row(record) if record else None
+
+
+async def count_pending_events(conn: asyncpg.Connection, row: DestinationRow, cap: int) -> int:
+    """Committed events of the destination's categories after its cursor (at most `cap`)."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM (
+                   SELECT 1 FROM audit_events
+                   WHERE workspace_id = $1 AND (xid, seq) > ($2::text::xid8, $3)
+                     AND category = ANY($4::text[])
+                   LIMIT $5) AS pending""",
+            row.workspace_id,
+            str(row.cursor_xid),
+            row.cursor_seq,
+            row.categories,
+            cap,
+        )
+    )
+
+
+# Leases -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DestinationKey:
+    workspace_id: str
+    id: uuid.UUID
+
+
+async def count_streamable(conn: asyncpg.Connection) -> int:
+    """Destinations some worker should hold: not paused, on an ENTERPRISE workspace."""
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM stream_destinations d JOIN workspaces w ON w.id = d.workspace_id
+               WHERE d.status <> 'PAUSED' AND w.plan = 'ENTERPRISE'"""
+        )
+    )
+
+
+async def claim_destinations(
+    conn: asyncpg.Connection, worker_id: str, lease_seconds: float, limit: int
+) -> list[DestinationKey]:
+    """Take up to `limit` destinations nobody holds (or whose lease expired)."""
+    records = await conn.fetch(
+        """UPDATE stream_destinations d
+           SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
+           FROM (SELECT s.workspace_id, s.id FROM stream_destinations s
+                 JOIN workspaces w ON w.id = s.workspace_id
+                 WHERE s.status <> 'PAUSED' AND w.plan = 'ENTERPRISE'
+                   AND (s.lease_until IS NULL OR s.lease_until < now())
+                 ORDER BY s.lease_until NULLS FIRST, s.created_at
+                 LIMIT $3
+                 FOR UPDATE OF s SKIP LOCKED) AS free
+           WHERE d.workspace_id = free.workspace_id AND d.id = free.id
+           RETURNING d.workspace_id, d.id""",
+        worker_id,
+        lease_seconds,
+        limit,
+    )
+    return [DestinationKey(r["workspace_id"], r["id"]) for r in records]
+
+
+async def renew_lease(
+    conn: asyncpg.Connection, worker_id: str, key: DestinationKey, lease_seconds: float
+) -> DestinationRow | None:
+    """Extend our lease and return the current definition; None when it is no longer
+    ours (or the workspace left the ENTERPRISE plan)."""
+    record = await conn.fetchrow(
+        f"""UPDATE stream_destinations SET lease_until = now() + make_interval(secs => $4)
+            WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()
+              AND EXISTS (SELECT 1 FROM workspaces w
+                          WHERE w.id = workspace_id AND w.plan = 'ENTERPRISE')
+            RETURNING {_COLUMNS}""",
+        key.workspace_id,
+        key.id,
+        worker_id,
+        lease_seconds,
+    )
+    return _row(record) if record else None
+
+
+async def release_lease(conn: asyncpg.Connection, worker_id: str, key: DestinationKey) -> None:
+    await conn.execute(
+        """UPDATE stream_destinations SET lease_owner = NULL, lease_until = NULL
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3""",
+        key.workspace_id,
+        key.id,
+        worker_id,
+    )
+
+
+async def record_delivery(
+    conn: asyncpg.Connection,
+    worker_id: str,
+    key: DestinationKey,
+    generation: int,
+    cursor: tuple[int, int],
+    delivered: bool,
+    lease_seconds: float,
+) -> bool:
+    """Move the cursor after an acknowledged batch (or past filtered-out events),
+    extending the lease.
+
+    False when the lease is no longer ours: the caller stops at once. A
+    delivery clears the error state, unless the definition changed meanwhile
+    (the new generation keeps its own fresh state).
+    """
+    result = await conn.execute(
+        """UPDATE stream_destinations SET
+               cursor_xid = $4, cursor_seq = $5,
+               last_delivered_at = CASE WHEN $6 THEN now() ELSE last_delivered_at END,
+               status = CASE WHEN $6 AND status = 'FAILING' AND generation = $7
+                             THEN 'ACTIVE' ELSE status END,
+               last_error = CASE WHEN $6 AND generation = $7 THEN NULL ELSE last_error END,
+               attempts = CASE WHEN $6 AND generation = $7 THEN 0 ELSE attempts END,
+               lease_until = now() + make_interval(secs => $8)
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()""",
+        key.workspace_id,
+        key.id,
+        worker_id,
+        cursor[0],
+        cursor[1],
+        delivered,
+        generation,
+        lease_seconds,
+    )
+    return bool(result.endswith(" 1"))
+
+
+async def record_failure(
+    conn: asyncpg.Connection,
+    worker_id: str,
+    key: DestinationKey,
+    generation: int,
+    *,
+    error: str,
+    failing: bool,
+    retry_in: float,
+) -> None:
+    """Note a failed attempt and when to try again (ignored if the definition changed)."""
+    await conn.execute(
+        """UPDATE stream_destinations SET
+               last_error = $5,
+               status = CASE WHEN $6 AND status = 'ACTIVE' THEN 'FAILING' ELSE status END,
+               attempts = attempts + 1,
+               retry_at = now() + make_interval(secs => $7)
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND generation = $4""",
+        key.workspace_id,
+        key.id,
+        worker_id,
+        generation,
+        error,
+        failing,
+        retry_in,
+    )
+
+
+# Workers ------------------------------------------------------------------
+
+
+async def beat(conn: asyncpg.Connection, worker_id: str, alive_seconds: float) -> int:
+    """Record this worker as alive; return how many workers are alive now."""
+    await conn.execute(
+        """INSERT INTO stream_workers (id) VALUES ($1)
+           ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()""",
+        worker_id,
+    )
+    await conn.execute(
+        """DELETE FROM stream_workers
+           WHERE heartbeat_at < now() - make_interval(secs => $1 * 10)""",
+        alive_seconds,
+    )
+    return int(
+        await conn.fetchval(
+            """SELECT count(*) FROM stream_workers
+               WHERE heartbeat_at > now() - make_interval(secs => $1)""",
+            alive_seconds,
+        )
+    )
+
+
+async def remove_worker(conn: asyncpg.Connection, worker_id: str) -> None:
+    await conn.execute("DELETE FROM stream_workers WHERE id = $1", worker_id)

@@ -1,0 +1,289 @@
+"""Managing streaming destinations: create, update, pause, resume, delete, test, list.
+
+Owner and admin of ENTERPRISE workspaces only. Every change writes an
+audit_log.stream.* event with the caller as actor. Credentials are encrypted
+before they reach the database and only ever shown masked; a webhook secret
+is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from auditlog.auth import Principal
+from auditlog.catalog import Category
+from auditlog.config import Settings
+from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
+from auditlog.ingest.canonical import canonical_json, format_timestamp
+from auditlog.ingest.service import Ingestor, uuid7
+from auditlog.ingest.service_events import record_service_event
+from auditlog.storage import streams as store
+from auditlog.storage.events import read_safe_watermark
+from auditlog.storage.workspaces import read_workspace
+from auditlog.streaming.config import (
+    CONFIG_CLASSES,
+    DestinationConfig,
+    WebhookConfig,
+    restore_config,
+    validate_config,
+)
+from auditlog.streaming.credentials import CredentialBox
+from auditlog.streaming.delivery import scrub
+from auditlog.streaming.netguard import NetworkPolicy
+from auditlog.streaming.sinks import SEND_TIMEOUT, build_sink
+from auditlog.streaming.sinks.base import OutEvent, SinkError, SinkTarget
+
+MAX_DESTINATIONS = 25
+MAX_NAME = 200
+LAG_CAP = 1_000_000
+
+
+@dataclass(frozen=True)
+class DestinationView:
+    row: store.DestinationRow
+    masked_config: dict[str, Any]
+    lag_events: int
+
+
+@dataclass(frozen=True)
+class CreatedDestination:
+    view: DestinationView
+    webhook_secret: str | None
+
+
+@dataclass(frozen=True)
+class DeliveryTest:
+    ok: bool
+    status_code: int | None
+    error: str | None
+    latency_ms: float | None
+
+
+@dataclass(frozen=True)
+class Caller:
+    workspace_id: str
+    actor: dict[str, Any]
+
+
+async def authorize(pool: asyncpg.Pool, principal: Principal) -> Caller:
+    """Owner or admin of an ENTERPRISE workspace; ForbiddenError says why not."""
+    if principal.workspace_id is None or principal.role not in ("owner", "admin"):
+        raise ForbiddenError(
+            f"the {principal.role} role cannot manage streaming destinations (owner or admin only)"
+        )
+    async with pool.acquire() as conn:
+        workspace = await read_workspace(conn, principal.workspace_id)
+    if workspace is None:
+        raise NotFoundError("workspace not found")
+    if workspace.plan != "ENTERPRISE":
+        raise ForbiddenError(
+            f"log streaming needs the ENTERPRISE plan; this workspace is on {workspace.plan}"
+        )
+    return Caller(principal.workspace_id, principal.as_actor())
+
+
+def _name(value: str, argument: str) -> str:
+    name = value.strip()
+    if not 1 <= len(name) <= MAX_NAME:
+        raise BadInputError(argument, f"must be 1 to {MAX_NAME} characters")
+    return name
+
+
+def _categories(values: list[str] | None, argument: str) -> list[str]:
+    if values is None:
+        return sorted(c.value for c in Category)
+    if not values:
+        raise BadInputError(argument, "name at least one category, or leave it out for all")
+    return sorted(set(values))
+
+
+def _parse_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFoundError("streaming destination not found") from None
+
+
+class StreamingAdmin:
+    def __init__(self, pool: asyncpg.Pool, ingestor: Ingestor, settings: Settings) -> None:
+        self.pool = pool
+        self.ingestor = ingestor
+        self.box = CredentialBox(settings.secret_key)
+        self.policy = NetworkPolicy(settings.allow_private_destinations)
+
+    async def _view(self, conn: asyncpg.Connection, row: store.DestinationRow) -> DestinationView:
+        masked = CONFIG_CLASSES[row.kind].masked(row.config)
+        lag = await store.count_pending_events(conn, row, LAG_CAP)
+        return DestinationView(row, masked, lag)
+
+    async def _event(
+        self, caller: Caller, action: str, row: store.DestinationRow, **meta: Any
+    ) -> None:
+        await record_service_event(
+            self.ingestor,
+            caller.workspace_id,
+            action,
+            actor=caller.actor,
+            targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
+            metadata={"kind": row.kind, "categories": row.categories, **meta},
+        )
+
+    async def list_all(self, caller: Caller) -> list[DestinationView]:
+        async with self.pool.acquire() as conn:
+            rows = await store.read_destinations(conn, caller.workspace_id)
+            return [await self._view(conn, row) for row in rows]
+
+    async def create(
+        self,
+        caller: Caller,
+        name: str,
+        categories: list[str] | None,
+        config: DestinationConfig,
+    ) -> CreatedDestination:
+        name = _name(name, "input.name")
+        cats = _categories(categories, "input.categories")
+        config = await validate_config(config, self.policy, "input.config")
+        async with self.pool.acquire() as conn:
+            if await store.count_destinations(conn, caller.workspace_id) >= MAX_DESTINATIONS:
+                raise BadInputError("input", f"at most {MAX_DESTINATIONS} destinations a workspace")
+            # New events only: the cursor starts at what is final now.
+            xid, seq = await read_safe_watermark(conn, caller.workspace_id)
+            row = await store.insert_destination(
+                conn,
+                store.NewDestination(
+                    workspace_id=caller.workspace_id,
+                    id=uuid7(),
+                    name=name,
+                    kind=config.KIND,
+                    categories=cats,
+                    config=config.public(),
+                    secrets=self.box.seal(config.credentials()),
+                    cursor_xid=xid,
+                    cursor_seq=seq,
+                ),
+            )
+            view = await self._view(conn, row)
+        await self._event(caller, "audit_log.stream.created", row)
+        secret = config.secret if isinstance(config, WebhookConfig) else None
+        return CreatedDestination(view, secret)
+
+    async def _read(
+        self, conn: asyncpg.Connection, caller: Caller, id: str
+    ) -> store.DestinationRow:
+        row = await store.read_destination(conn, caller.workspace_id, _parse_id(id))
+        if row is None:
+            raise NotFoundError("streaming destination not found")
+        return row
+
+    async def update(
+        self,
+        caller: Caller,
+        id: str,
+        name: str | None,
+        categories: list[str] | None,
+        config: DestinationConfig | None,
+    ) -> DestinationView:
+        change = store.DestinationChange(
+            name=_name(name, "input.name") if name is not None else None,
+            categories=_categories(categories, "input.categories")
+            if categories is not None
+            else None,
+        )
+        async with self.pool.acquire() as conn:
+            current = await self._read(conn, caller, id)
+            if config is not None:
+                if current.kind != config.KIND:
+                    raise BadInputError(
+                        "input.config", f"this destination's kind is {current.kind}"
+                    )
+                if isinstance(config, WebhookConfig) and config.secret is None:
+                    kept = self.box.open(current.secrets)["secret"]
+                    config = replace(config, secret=kept)
+                config = await validate_config(config, self.policy, "input.config")
+                change = replace(
+                    change, config=config.public(), secrets=self.box.seal(config.credentials())
+                )
+            row = await store.update_destination(conn, caller.workspace_id, current.id, change)
+            if row is None:
+                raise NotFoundError("streaming destination not found")
+            view = await self._view(conn, row)
+        changed = [k for k in ("name", "categories", "config") if getattr(change, k) is not None]
+        await self._event(caller, "audit_log.stream.updated", row, changed=changed)
+        return view
+
+    async def set_paused(self, caller: Caller, id: str, paused: bool) -> DestinationView:
+        """Pause (the cursor stays) or resume (retry at once, from the cursor)."""
+        async with self.pool.acquire() as conn:
+            current = await self._read(conn, caller, id)
+            status = "PAUSED" if paused else "ACTIVE"
+            row = await store.update_destination(
+                conn, caller.workspace_id, current.id, store.DestinationChange(status=status)
+            )
+            if row is None:
+                raise NotFoundError("streaming destination not found")
+            view = await self._view(conn, row)
+        await self._event(
+            caller, "audit_log.stream.updated", row, changed=["status"], status=status
+        )
+        return view
+
+    async def delete(self, caller: Caller, id: str) -> bool:
+        async with self.pool.acquire() as conn:
+            row = await store.delete_destination(conn, caller.workspace_id, _parse_id(id))
+        if row is None:
+            raise NotFoundError("streaming destination not found")
+        await self._event(caller, "audit_log.stream.deleted", row)
+        return True
+
+    async def test(self, caller: Caller, id: str) -> DeliveryTest:
+        """Send one test event now, through the destination's sink; the cursor does not move."""
+        async with self.pool.acquire() as conn:
+            row = await self._read(conn, caller, id)
+        config = restore_config(row.kind, row.config, self.box.open(row.secrets))
+        sink = build_sink(SinkTarget(row.workspace_id, row.id), config, self.policy)
+        event = test_event(row)
+        started = time.perf_counter()
+        try:
+            status = await asyncio.wait_for(
+                sink.send([sink.encode(event)], [event]), timeout=SEND_TIMEOUT + 2
+            )
+            return DeliveryTest(True, status, None, _ms(started))
+        except TimeoutError:
+            return DeliveryTest(False, None, "timed out", _ms(started))
+        except SinkError as exc:
+            error = scrub(str(exc), sink.secret_values())
+            return DeliveryTest(False, exc.status_code, error, _ms(started))
+        finally:
+            await sink.aclose()
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def test_event(row: store.DestinationRow) -> OutEvent:
+    now = datetime.now(UTC)
+    payload = {
+        "id": str(uuid7()),
+        "workspaceId": row.workspace_id,
+        "occurredAt": format_timestamp(now),
+        "receivedAt": format_timestamp(now),
+        "action": "audit_log.stream.test",
+        "category": "WORKSPACE",
+        "actor": {"type": "SYSTEM", "id": "auditlog", "name": "Audit Log service", "email": None},
+        "targets": [{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
+        "ipAddress": None,
+        "userAgent": None,
+        "location": None,
+        "device": None,
+        "metadata": {"test": True},
+        "anomalies": [],
+    }
+    return OutEvent(0, 0, now, canonical_json(payload))

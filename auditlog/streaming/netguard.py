@@ -1,0 +1,176 @@
+"""No internal targets: destinations may only reach public addresses over https.
+
+Checking a name when the destination is created is not enough (DNS can change
+between the check and the connection), so every request is resolved here,
+each address checked, and the connection made to the checked address itself,
+with the original name kept for the Host header and TLS (SNI and certificate
+check). Redirects are never followed. `allow_private` (the setting
+AUDITLOG_ALLOW_PRIVATE_DESTINATIONS) lifts both rules for tests and closed networks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from dataclasses import dataclass
+
+import httpx
+
+from auditlog.errors import BadInputError
+
+MAX_URL_LENGTH = 2048
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class DestinationRefused(Exception):
+    """The destination's address is not one we may connect to."""
+
+
+def is_public_address(ip: IPAddress) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            return is_public_address(embedded)
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+
+
+@dataclass(frozen=True)
+class NetworkPolicy:
+    allow_private: bool
+
+    def check_url(self, url: str, argument: str) -> httpx.URL:
+        """Static checks of a destination URL; BadInputError names the argument."""
+        if len(url) > MAX_URL_LENGTH:
+            raise BadInputError(argument, f"at most {MAX_URL_LENGTH} characters")
+        try:
+            parsed = httpx.URL(url.strip())
+        except (httpx.InvalidURL, ValueError):
+            raise BadInputError(argument, "is not a valid URL") from None
+        schemes = ("http", "https") if self.allow_private else ("https",)
+        if parsed.scheme not in schemes or not parsed.host:
+            raise BadInputError(argument, f"must be an absolute {' or '.join(schemes)} URL")
+        if parsed.userinfo:
+            raise BadInputError(argument, "must not carry credentials in the URL")
+        if not self.allow_private:
+            try:
+                literal = ipaddress.ip_address(parsed.host)
+            except ValueError:
+                literal = None
+            if literal is not None and not is_public_address(literal):
+                raise BadInputError(argument, "must not point to a private or internal address")
+        return parsed
+
+    async def check_url_resolves_public(self, url: str, argument: str) -> httpx.URL:
+        """check_url, then refuse a name that resolves to an internal address now."""
+        parsed = self.check_url(url, argument)
+        try:
+            await self.resolve(parsed.host, parsed.port or 443)
+        except DestinationRefused as exc:
+            raise BadInputError(argument, str(exc)) from None
+        except OSError:
+            pass  # unknown today: delivery reports it, and checks again at every request
+        return parsed
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to, in order; every address the name has must be allowed."""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if not addresses:
+            raise OSError(f"{host} has no address")
+        if not self.allow_private:
+            for address in addresses:
+                if not is_public_address(address):
+                    raise DestinationRefused(
+                        f"{host} resolves to {address}, a private or internal address"
+                    )
+        return list(dict.fromkeys(str(a) for a in addresses))
+
+
+MAX_ANSWER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A destination's answer: status, headers and the start of its body."""
+
+    status_code: int
+    headers: httpx.Headers
+    text: str
+
+
+class GuardedClient:
+    """An HTTP client that only connects to addresses the policy allows.
+
+    Pooled connections are keyed by address, so each name gets its own pool: a
+    connection verified for one name is never reused for another on the same address.
+    """
+
+    def __init__(
+        self, policy: NetworkPolicy, timeout: float, verify: ssl.SSLContext | bool = True
+    ) -> None:
+        self.policy = policy
+        self._verify = verify
+        self._timeout = timeout
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _client_for(self, host: str) -> httpx.AsyncClient:
+        if host not in self._clients:
+            self._clients[host] = httpx.AsyncClient(
+                verify=self._verify,
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+                follow_redirects=False,
+                trust_env=False,  # a proxy from the environment would connect for us, unchecked
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            )
+        return self._clients[host]
+
+    async def post(self, url: str, content: bytes, headers: dict[str, str]) -> Answer:
+        target = httpx.URL(url)
+        if target.scheme != "https" and not self.policy.allow_private:
+            raise DestinationRefused("only https destinations are allowed")
+        addresses = await self.policy.resolve(target.host, target.port or _default_port(target))
+        for address in addresses[:-1]:  # the next one when a name has several
+            try:
+                return await self._post_to(target, address, content, headers)
+            except httpx.ConnectError:
+                continue
+        return await self._post_to(target, addresses[-1], content, headers)
+
+    async def _post_to(
+        self, target: httpx.URL, address: str, content: bytes, headers: dict[str, str]
+    ) -> Answer:
+        """Connect to the checked address; the name stays in Host and TLS (SNI, certificate).
+
+        Only the first MAX_ANSWER_BYTES of the answer are read (undecoded): a
+        destination answering without end cannot fill this process's memory.
+        """
+        client = self._client_for(target.host)
+        request = client.build_request(
+            "POST",
+            target.copy_with(host=address),
+            content=content,
+            headers={**headers, "Host": target.netloc.decode("ascii")},
+            extensions={"sni_hostname": target.host} if target.scheme == "https" else {},
+        )
+        response = await client.send(request, stream=True)
+        try:
+            body = b""
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= MAX_ANSWER_BYTES:
+                    break
+        finally:
+            await response.aclose()
+        text = body[:MAX_ANSWER_BYTES].decode("utf-8", errors="replace")
+        return Answer(response.status_code, response.headers, text)
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+def _default_port(url: httpx.URL) -> int:
+    return 443 if url.scheme == "https" else 80

@@ -1,0 +1,124 @@
+"""S3: one gzip NDJSON object per batch, under
+`<prefix>/workspace=<id>/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>.ndjson.gz`.
+
+The date and hour are the first event's occurred_at (UTC); names are fixed by
+the batch's positions, so a retried batch overwrites its own object. With a
+custom endpointUrl its address is checked before every request; aiobotocore
+makes the connection itself, so a DNS change between that check and its
+connection is not caught the way the HTTP sinks catch it.
+"""
+
+from __future__ import annotations
+
+import gzip
+from contextlib import AsyncExitStack
+from datetime import UTC
+from typing import Any
+
+import httpx
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from auditlog.streaming.config import S3Config
+from auditlog.streaming.netguard import DestinationRefused, NetworkPolicy
+from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget, judge_status
+
+
+def object_key(prefix: str | None, workspace_id: str, events: list[OutEvent]) -> str:
+    first, last = events[0], events[-1]
+    when = first.occurred_at.astimezone(UTC)
+    parts = [
+        f"workspace={workspace_id}",
+        f"dt={when:%Y-%m-%d}",
+        f"hour={when:%H}",
+        f"{first.seq:020d}-{last.seq:020d}.ndjson.gz",
+    ]
+    return "/".join([prefix, *parts] if prefix else parts)
+
+
+class S3Sink(Sink):
+    max_events = 10_000
+    max_bytes = 32_000_000
+
+    def __init__(
+        self, target: SinkTarget, config: S3Config, policy: NetworkPolicy, timeout: float
+    ) -> None:
+        self.target = target
+        self.config = config
+        self.policy = policy
+        self.timeout = timeout
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            session = get_session()
+            self._client = await self._stack.enter_async_context(
+                session.create_client(
+                    "s3",
+                    region_name=self.config.region,
+                    endpoint_url=self.config.endpoint_url,
+                    aws_access_key_id=self.config.access_key_id,
+                    aws_secret_access_key=self.config.secret_access_key,
+                    config=AioConfig(
+                        connect_timeout=min(self.timeout, 5.0),
+                        read_timeout=self.timeout,
+                        retries={"max_attempts": 1},  # retries are delivery's, with its backoff
+                        # A custom endpoint is addressed exactly as given (MinIO and
+                        # most S3-compatible stores need it): the checked name is the
+                        # one connected to, never <bucket>.<name>.
+                        s3={"addressing_style": "path"} if self.config.endpoint_url else None,
+                    ),
+                )
+            )
+        return self._client
+
+    async def _check_endpoint(self) -> None:
+        if self.config.endpoint_url is None:
+            return  # AWS's own endpoint
+        url = httpx.URL(self.config.endpoint_url)
+        if url.scheme != "https" and not self.policy.allow_private:
+            raise SinkError("refused: only https destinations are allowed", retryable=False)
+        try:
+            await self.policy.resolve(url.host, url.port or (443 if url.scheme == "https" else 80))
+        except DestinationRefused as exc:
+            raise SinkError(f"refused: {exc}", retryable=False) from None
+        except OSError as exc:
+            raise SinkError(f"network error: {exc}", retryable=True) from None
+
+    def encode(self, event: OutEvent) -> bytes:
+        return event.payload.encode()
+
+    async def send(self, entries: list[bytes], events: list[OutEvent]) -> int | None:
+        await self._check_endpoint()
+        body = gzip.compress(b"\n".join(entries) + b"\n", compresslevel=5)
+        key = object_key(self.config.prefix, self.target.workspace_id, events)
+        try:
+            s3 = await self._s3()
+            answer = await s3.put_object(
+                Bucket=self.config.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/x-ndjson",
+                ContentEncoding="gzip",
+            )
+        except ClientError as exc:
+            meta = exc.response.get("ResponseMetadata", {})
+            error = exc.response.get("Error", {})
+            judge_status(
+                int(meta.get("HTTPStatusCode") or 500),
+                meta.get("HTTPHeaders") or {},
+                f"{error.get('Code', '')} {error.get('Message', '')}",
+            )
+            raise SinkError(str(exc), retryable=True) from None
+        except BotoCoreError as exc:
+            raise SinkError(f"network error: {exc}", retryable=True) from None
+        status: int = answer["ResponseMetadata"]["HTTPStatusCode"]
+        return status
+
+    def secret_values(self) -> list[str]:
+        return [self.config.secret_access_key]
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()

@@ -1,0 +1,150 @@
+"""Stream workers: lease destinations, deliver each in its own task, share the work.
+
+Policy:
+- Every second a worker records its heartbeat, counts the live workers and
+  the destinations that need one, and holds its fair share:
+  ceil(destinations / live workers). It claims free or expired leases
+  (`FOR UPDATE SKIP LOCKED`) when under its share and hands back the extra
+  ones, after their current send, when over it.
+- A lease lasts `lease_seconds` and is renewed on every delivery round; a
+  worker that dies stops renewing and its destinations are taken over once
+  the lease expired. A worker that loses a lease stops delivering it at once
+  (every write is fenced by the lease), so a destination is never sent by
+  two workers at the same time.
+- Each destination has its own task: one that hangs or fails never slows another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+import asyncpg
+
+from auditlog.config import Settings
+from auditlog.storage import streams as store
+from auditlog.streaming.bus import LiveBus
+from auditlog.streaming.credentials import CredentialBox
+from auditlog.streaming.delivery import DeliveryOptions, DestinationDelivery
+from auditlog.streaming.netguard import NetworkPolicy
+
+log = logging.getLogger(__name__)
+
+BALANCE_SECONDS = 1.0
+MAX_DESTINATIONS_PER_WORKER = 500
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: LiveBus | None,
+        settings: Settings,
+        *,
+        options: DeliveryOptions | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.options = options or DeliveryOptions()
+        self.worker_id = worker_id or new_worker_id()
+        self.box = CredentialBox(settings.secret_key)
+        self.policy = NetworkPolicy(settings.allow_private_destinations)
+        self.tasks: dict[store.DestinationKey, asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("stream worker %s started", self.worker_id)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.balance()
+                except Exception:  # a background loop outlives any one failure
+                    log.exception("stream worker %s: balancing failed; retrying", self.worker_id)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=BALANCE_SECONDS)
+        finally:
+            await self._shutdown()
+            log.info("stream worker %s stopped", self.worker_id)
+
+    async def balance(self) -> None:
+        """One round: reap ended deliveries, beat, then claim or hand back to the fair share."""
+        await self._reap()
+        async with self.pool.acquire() as conn:
+            live = await store.beat(conn, self.worker_id, self.options.lease_seconds)
+            total = await store.count_streamable(conn)
+            share = min(MAX_DESTINATIONS_PER_WORKER, math.ceil(total / max(live, 1)))
+            claimed: list[store.DestinationKey] = []
+            if len(self.tasks) < share:
+                claimed = await store.claim_destinations(
+                    conn, self.worker_id, self.options.lease_seconds, share - len(self.tasks)
+                )
+        for key in claimed:
+            self._start(key)
+        for key in list(self.tasks)[share:]:
+            await self._stop(key)
+
+    def _start(self, key: store.DestinationKey) -> None:
+        delivery = DestinationDelivery(
+            self.pool, self.bus, self.box, self.policy, self.worker_id, key, self.options
+        )
+        self.tasks[key] = asyncio.create_task(delivery.run(), name=f"deliver {key.id}")
+
+    async def _reap(self) -> None:
+        for key, task in list(self.tasks.items()):
+            if not task.done():
+                continue
+            del self.tasks[key]
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "delivery of destination %s stopped on an error",
+                    key.id,
+                    exc_info=task.exception(),
+                )
+            await self._release(key)
+
+    async def _stop(self, key: store.DestinationKey) -> None:
+        task = self.tasks.pop(key)
+        task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+        await self._release(key)
+
+    async def _release(self, key: store.DestinationKey) -> None:
+        async with self.pool.acquire() as conn:
+            await store.release_lease(conn, self.worker_id, key)
+
+    async def _shutdown(self) -> None:
+        for key in list(self.tasks):
+            with suppress(OSError, asyncpg.PostgresError):
+                await self._stop(key)
+        with suppress(OSError, asyncpg.PostgresError):
+            async with self.pool.acquire() as conn:
+                await store.remove_worker(conn, self.worker_id)
+
+
+@asynccontextmanager
+async def running_worker(
+    pool: asyncpg.Pool,
+    bus: LiveBus | None,
+    settings: Settings,
+    options: DeliveryOptions | None = None,
+) -> AsyncIterator[StreamWorker]:
+    """A worker running in the background of the current event loop until the block ends."""
+    worker = StreamWorker(pool, bus, settings, options=options)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop), name="stream worker")
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await task

@@ -1,0 +1,171 @@
+"""Ingest benchmark: HTTP ingest against raw COPY of the same rows, side by side.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1/postgres python -m bench.ingest [--events N]
+
+1. A fresh database; `auditlog serve` as a subprocess with enrichment on (a City
+   .mmdb built like the tests' one); N events in batches of 1,000 over HTTP from
+   4 concurrent clients. Prints events/s.
+2. The rows that ingest stored are read back and COPYed with asyncpg's
+   copy_records_to_table into the same table of a second fresh database, in the
+   same batches from 4 concurrent connections. Prints rows/s: the floor.
+3. Prints the ratio (target: at least 0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+
+from auditlog.storage.events import INSERT_COLUMNS
+from bench.common import Timer, fresh_database, server_process
+from tests.geoip import build_city_mmdb
+
+BATCH = 1000
+CLIENTS = 4
+
+_UAS = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{v}.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{v}.0.0.0 Safari/537.36 Edg/{v}.0.0.0",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1",
+]
+_ACTIONS = [
+    "user.login.success", "user.login.failed", "file.uploaded", "file.deleted",
+    "file.share.created", "workspace.user.invited", "mailbox.created", "ai.api_key.used",
+]  # fmt: skip
+
+
+def make_batches(total: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    prefixes = ["81.2.69", "89.160.20", "175.16.199", "216.160.83", "203.0.113", "198.51.100"]
+    batches: list[bytes] = []
+    for start in range(0, total, BATCH):
+        events: list[dict[str, Any]] = []
+        for _ in range(min(BATCH, total - start)):
+            user = rng.randint(1, 2000)
+            action = rng.choice(_ACTIONS)
+            events.append(
+                {
+                    "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                    "occurredAt": (now - timedelta(seconds=rng.randint(0, 20 * 86400))).isoformat(),
+                    "action": action,
+                    "actor": {
+                        "type": "USER",
+                        "id": f"u_{user}",
+                        "name": f"User {user}",
+                        "email": f"user{user}@acme.io",
+                    },
+                    "targets": [
+                        {"type": "file", "id": f"f_{rng.randint(1, 10**6)}", "name": "report.pdf"}
+                    ],
+                    "ipAddress": f"{rng.choice(prefixes)}.{rng.randint(1, 254)}",
+                    "userAgent": rng.choice(_UAS).format(v=rng.randint(110, 131)),
+                    "metadata": {"requestId": uuid.uuid4().hex, "size": rng.randint(1, 10**7)},
+                }
+            )
+        batches.append(orjson.dumps(events))
+    return batches
+
+
+async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in batches:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            while not queue.empty():
+                body = queue.get_nowait()
+                response = await http.post("/v1/events", content=body, headers=headers)
+                if response.status_code != 202:
+                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+
+    with Timer() as timer:
+        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+    return timer.seconds
+
+
+async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
+    days = sorted({r[1].date().replace(day=1) for r in rows})
+    conns = [await asyncpg.connect(url) for _ in range(CLIENTS)]
+    for day in days:
+        await conns[0].execute("SELECT auditlog_ensure_partition($1)", day)
+    chunks = [rows[i : i + BATCH] for i in range(0, len(rows), BATCH)]
+    queue: asyncio.Queue[list[tuple[Any, ...]]] = asyncio.Queue()
+    for chunk in chunks:
+        queue.put_nowait(chunk)
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while not queue.empty():
+            chunk = queue.get_nowait()
+            await conn.copy_records_to_table("audit_events", records=chunk, columns=INSERT_COLUMNS)
+
+    with Timer() as timer:
+        await asyncio.gather(*(worker(c) for c in conns))
+    for conn in conns:
+        await conn.close()
+    return timer.seconds
+
+
+async def main(total: int) -> None:
+    print(f"generating {total:,} events ...", flush=True)
+    batches = make_batches(total)
+    with tempfile.TemporaryDirectory() as tmp:
+        mmdb = build_city_mmdb(Path(tmp) / "city.mmdb")
+        async with fresh_database("bench_ingest") as url_a, fresh_database("bench_copy") as url_b:
+            from auditlog import accounts
+            from auditlog.config import Settings
+            from auditlog.runtime import open_services
+
+            settings = Settings(database_url=url_a, data_dir=Path(tmp), secret_key="b" * 32)
+            async with open_services(settings, pool_size=2) as services:
+                await accounts.create_workspace(services.pool, "bench", "enterprise")
+                key = await accounts.create_key(
+                    services.pool, services.ingestor, workspace_id="bench", role="ingest"
+                )
+            env = {"AUDITLOG_GEOIP_DB": str(mmdb), "AUDITLOG_SECRET_KEY": "b" * 32}
+            async with server_process(url_a, env) as (base, _proc):
+                print(
+                    f"HTTP ingest: {len(batches)} batches of {BATCH}, {CLIENTS} clients", flush=True
+                )
+                http_seconds = await http_ingest(base, key.key, batches)
+            conn = await asyncpg.connect(url_a)
+            stored = await conn.fetch(
+                f"SELECT {', '.join(INSERT_COLUMNS)} FROM audit_events WHERE workspace_id = "
+                "'bench' AND action <> 'audit_log.api_key.created' ORDER BY seq"
+            )
+            await conn.close()
+            rows = [tuple(r.values()) for r in stored]
+            assert len(rows) == total, (len(rows), total)
+            print(f"raw COPY of the same {len(rows):,} rows, {CLIENTS} connections", flush=True)
+            copy_seconds = await raw_copy(url_b, rows)
+    http_rate = total / http_seconds
+    copy_rate = total / copy_seconds
+    print(f"HTTP ingest : {http_rate:,.0f} events/s ({http_seconds:.1f} s)")
+    print(f"raw COPY    : {copy_rate:,.0f} rows/s ({copy_seconds:.1f} s)")
+    print(f"ratio       : {http_rate / copy_rate:.2f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    started = time.time()
+    asyncio.run(main(args.events))
+    print(f"total wall time {time.time() - started:.0f} s")
