@@ -18,12 +18,9 @@ import argparse
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +36,7 @@ from auditlog.ingest.service import Ingestor
 from auditlog.runtime import migrate
 from auditlog.storage.database import create_pool
 from auditlog.storage.events import TimePosition
+from bench.common import server_process, with_database
 from bench.query_data import BIG, BenchData, generate, loaded_count
 from bench.query_measure import (
     Case,
@@ -59,18 +57,12 @@ SECRET_KEY = "bench-query-secret-key-0123456789abcdef"
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def _database_url(server_url: str, name: str) -> str:
-    base, _, query = server_url.partition("?")
-    head, _, _ = base.rpartition("/")
-    return f"{head}/{name}" + (f"?{query}" if query else "")
-
-
 async def prepare_database(server_url: str, name: str, data: BenchData) -> str:
     """The bench database holding exactly `data` (created and generated when needed)."""
     admin = await asyncpg.connect(server_url)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
-        url = _database_url(server_url, name)
+        url = with_database(server_url, name)
         if exists:
             conn = await asyncpg.connect(url)
             try:
@@ -118,35 +110,6 @@ async def main(argv: list[str] | None = None) -> None:
     await run_benchmark(url, args.requests, args.deep_page)
 
 
-@contextmanager
-def serve(url: str, port: int) -> Iterator[str]:
-    """`auditlog serve` on the bench database, in its own process."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "AUDITLOG_SECRET_KEY": SECRET_KEY,
-        "AUDITLOG_DATA_DIR": tempfile.mkdtemp(prefix="auditlog-bench-"),
-    }
-    env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port)]
-    command += ["--no-background", "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the service did not start")
-        yield base
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def cases(deep_cursor: str, deep_page: int) -> list[Case]:
     day = (datetime.now(UTC) - timedelta(days=100)).replace(hour=0, minute=0, second=0)
     day = day.replace(microsecond=0)
@@ -192,7 +155,11 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
         key = await accounts.create_key(
             pool, Ingestor(pool, GeoIP(None)), workspace_id=BIG, role="admin"
         )
-        with serve(url, 8765) as base:
+        env = {
+            "AUDITLOG_SECRET_KEY": SECRET_KEY,
+            "AUDITLOG_DATA_DIR": tempfile.mkdtemp(prefix="auditlog-bench-"),
+        }
+        async with server_process(url, env) as (base, _process):
             client = httpx.Client(
                 base_url=base, headers={"Authorization": f"Bearer {key.key}"}, timeout=60
             )

@@ -31,6 +31,7 @@ from auditlog.storage.events import (
     page_query,
     read_events_page,
 )
+from bench.common import percentile
 
 FULL_PAGE = """query($filter: AuditEventFilter, $first: Int, $after: String) {
   auditEvents(filter: $filter, first: $first, after: $after) {
@@ -62,9 +63,7 @@ class Timing:
 
 
 def timing(samples: list[float]) -> Timing:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    return Timing(statistics.median(ordered) * 1000, p99 * 1000)
+    return Timing(statistics.median(samples) * 1000, percentile(samples, 99) * 1000)
 
 
 def measure_sync(run: Callable[[], object], n: int, warmup: int = 20) -> Timing:
