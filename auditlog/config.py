@@ -21,6 +21,19 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _positive_float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name}: must be between 0 and 3600 seconds")
+    return value
+
+
 def _seconds(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name) or str(default)
     if not raw.isdigit() or not 1 <= int(raw) <= 7 * 24 * 3600:
@@ -52,6 +65,9 @@ class Settings:
     export_link_ttl_seconds: int = 3600
     # Where the service keeps the generated secret key when none is configured.
     secret_key_generated: bool = False
+    # Live tail: identical subscriptions share one execution (off only to measure).
+    live_sharing: bool = True
+    live_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -72,6 +88,8 @@ class Settings:
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
+            live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
+            live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):

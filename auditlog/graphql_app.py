@@ -21,12 +21,23 @@ from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
+from auditlog.schema.live import encode_shared_message
+from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
 
 MAX_REQUEST_BYTES = 256 * 1024
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def encode_json(self, data: object) -> str | bytes:
+        # Live events shared by identical subscriptions are serialised once; the rest
+        # with orjson (a page of 500 events is megabytes; json.dumps is slow). Text,
+        # not bytes: websocket clients expect text frames.
+        return encode_shared_message(data) or orjson.dumps(data).decode()
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
@@ -55,10 +66,6 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             sub_response.status_code = 400
             body.pop("data", None)
         return body
-
-    def encode_json(self, data: object) -> bytes:
-        # orjson: a page of 500 events with payloads is megabytes; json.dumps is slow.
-        return orjson.dumps(data)
 
     def create_response(
         self,

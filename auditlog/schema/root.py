@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 
@@ -11,17 +12,20 @@ from strawberry.schema.config import StrawberryConfig
 
 from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
+from auditlog.resolvers import live as live_resolvers
 from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Info
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.limits import QueryLimits
+from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
+    AuditEventEdge,
     EventCatalogEntry,
     Workspace,
 )
@@ -69,6 +73,18 @@ class Query(ExportQuery, StreamingQuery):
 
 
 @strawberry.type
+class Subscription:
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        description="Live tail; with `after`, first replays what came since that cursor, "
+        "then goes live, with no gap and no duplicate."
+    )
+    async def audit_events(
+        self, info: Info, filter: AuditEventFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[AuditEventEdge, None]:
+        return await live_resolvers.audit_events(info, filter, after)
+
+
+@strawberry.type
 class Mutation(ExportMutation, StreamingMutation):
     pass
 
@@ -84,6 +100,8 @@ def build_schema(query: type = Query) -> AuditLogSchema:
     ]
     return AuditLogSchema(
         query=query,
+        subscription=Subscription,
+        execution_context_class=SharedEventExecutor,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,

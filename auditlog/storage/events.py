@@ -37,6 +37,17 @@ SAFE_WATERMARK = """coalesce(
     pg_snapshot_xmax(pg_current_snapshot()))"""
 
 
+# One workspace ($1) in ingest order after ($2 xid, $3 seq), final rows only,
+# inside retention ($5 or NULL), at most $4: the tail of every resuming reader.
+INGEST_ORDER_AFTER = f"""FROM audit_events
+    WHERE workspace_id = $1
+      AND (xid, seq) > ($2::text::xid8, $3)
+      AND xid < {SAFE_WATERMARK}
+      AND ($5::timestamptz IS NULL OR occurred_at >= $5)
+    ORDER BY xid, seq
+    LIMIT $4"""
+
+
 class EventRow(NamedTuple):
     """One event as written: indexed columns plus the canonical payload.
 
@@ -352,13 +363,7 @@ async def read_events_since(
     """
     records = await conn.fetch(
         f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
-            FROM audit_events
-            WHERE workspace_id = $1
-              AND (xid, seq) > ($2::text::xid8, $3)
-              AND xid < {SAFE_WATERMARK}
-              AND ($5::timestamptz IS NULL OR occurred_at >= $5)
-            ORDER BY xid, seq
-            LIMIT $4""",
+            {INGEST_ORDER_AFTER}""",
         workspace_id,
         str(after_xid),
         after_seq,

@@ -1,0 +1,132 @@
+"""Websocket connections to /graphql: authentication in `connection_init`, keep-alive pings.
+
+The token travels in the `connection_init` payload (`{"authorization": "Bearer ..."}`).
+A missing, bad or revoked token closes the connection with 4401; a role that
+may not read the log (member, ingest) with 4403. Both subprotocols are served:
+`graphql-transport-ws`, which also gets a server `ping` every keep-alive
+interval, and the legacy `graphql-ws` (its own `ka` messages).
+
+On `graphql-transport-ws`, a live tail subscription that shares its execution
+with identical ones is served directly after its first event (see
+`schema/live.py`): each event is executed once per group and serialised once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from graphql import ExecutionResult, GraphQLError
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+
+from auditlog.auth import authenticate
+from auditlog.errors import AuthError
+from auditlog.schema.context import Context
+from auditlog.schema.live import LiveOperation, live_operation
+
+log = logging.getLogger(__name__)
+
+PING_INTERVAL_SECONDS = 15.0
+_MAX_REASON = 120  # a close reason is at most 123 bytes
+
+
+async def admit(context: Context, payload: Any) -> tuple[int, str] | None:
+    """Authenticate a connection_init payload into the context, or (code, reason) to close."""
+    authorization = None
+    if isinstance(payload, dict):
+        authorization = payload.get("authorization") or payload.get("Authorization")
+    if authorization is not None and not isinstance(authorization, str):
+        return 4401, "Unauthorized: authorization must be a string"
+    services = context.services
+    try:
+        async with services.pool.acquire() as conn:
+            principal = await authenticate(conn, authorization, services.sessions)
+    except AuthError as exc:
+        return 4401, f"Unauthorized: {exc}"[:_MAX_REASON]
+    if not principal.can_read:
+        return 4403, f"Forbidden: the {principal.role} role cannot read the audit log"
+    context.principal = principal
+    return None
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with authentication and server pings."""
+
+    ping_task: asyncio.Task[None] | None = None
+
+    async def handle_connection_init(self, message: Any) -> None:
+        if not self.connection_init_received and not self.connection_timed_out:
+            refusal = await admit(self.context, message.get("payload"))
+            if refusal is not None:
+                if self.connection_init_timeout_task:
+                    self.connection_init_timeout_task.cancel()
+                await self.websocket.close(*refusal)
+                return
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged and self.ping_task is None:
+            self.ping_task = asyncio.create_task(self._ping())
+
+    async def _ping(self) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(PING_INTERVAL_SECONDS)
+                await self.send_message({"type": "ping"})
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        live_operation.set(LiveOperation())  # this operation's own task and context
+        await super().run_operation(operation)
+
+    async def _send_result_stream(
+        self, operation: Operation[Context, None], result_source: Any
+    ) -> None:
+        """The first result through Strawberry; then, for a shared live subscription,
+        each event's shared result straight to the socket, skipping Strawberry's
+        per-result extension hooks (none of ours act on subscription results)."""
+        live = live_operation.get()
+        await super()._send_result_stream(operation, _until_live(result_source, live))
+        if live is not None and live.ready:
+            async for result in live.results():
+                if result.errors:
+                    log.error("live event execution failed: %s", result.errors)
+                    result = ExecutionResult(data=None, errors=[_masked(self.context)])
+                await operation.send_next(result)
+
+    async def shutdown(self) -> None:
+        if self.ping_task is not None:
+            self.ping_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.ping_task
+        await super().shutdown()
+
+
+async def _until_live(source: Any, live: LiveOperation | None) -> AsyncGenerator[Any, None]:
+    """Strawberry's results until the live operation can be served directly."""
+    async for result in source:
+        yield result
+        if live is not None and live.ready:
+            return
+
+
+def _masked(context: Context) -> GraphQLError:
+    return GraphQLError(
+        f"Internal server error (request id {context.request_id})",
+        extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": context.request_id},
+    )
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws subprotocol with authentication."""
+
+    async def handle_connection_init(self, message: Any) -> None:
+        refusal = await admit(self.context, message.get("payload"))
+        if refusal is not None:
+            await self.websocket.close(*refusal)
+            return
+        await super().handle_connection_init(message)
