@@ -9,10 +9,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
@@ -22,6 +25,7 @@ from auditlog.schema.live import encode_shared_message
 from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
 
 MAX_REQUEST_BYTES = 256 * 1024
+GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
@@ -29,13 +33,16 @@ class AuditLogGraphQL(GraphQL[Context, None]):
     graphql_ws_handler_class = LegacyWSHandler
 
     def encode_json(self, data: object) -> str | bytes:
-        # Live events shared by identical subscriptions are serialised once.
-        return encode_shared_message(data) or super().encode_json(data)
+        # Live events shared by identical subscriptions are serialised once; the rest
+        # with orjson (a page of 500 events is megabytes; json.dumps is slow). Text,
+        # not bytes: websocket clients expect text frames.
+        return encode_shared_message(data) or orjson.dumps(data).decode()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
         principal: Principal | None = request.scope.get("auditlog.principal")
+        request.scope["auditlog.sub_response"] = response
         return Context(
             services=services_of(request),
             principal=principal,
@@ -43,6 +50,32 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """GraphQL over HTTP: a client accepting application/graphql-response+json gets
+        it, and a request error (nothing executed: no data, no error path) is a 400
+        without a `data` entry."""
+        body = await super().process_result(request, result)
+        sub_response: Response | None = request.scope.get("auditlog.sub_response")
+        if sub_response is None or GRAPHQL_RESPONSE not in request.headers.get("accept", ""):
+            return body
+        sub_response.media_type = GRAPHQL_RESPONSE
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            sub_response.status_code = 400
+            body.pop("data", None)
+        return body
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE:
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+        return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
