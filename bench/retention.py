@@ -160,6 +160,8 @@ async def main() -> None:
             load = IngestLoad(base, orjson.loads(created)["key"], args.rate)
             stop = asyncio.Event()
             runner = asyncio.create_task(load.run(stop))
+            # The load leaves dirty pages behind: write them now, not during the baseline.
+            await owner.execute("CHECKPOINT")
             await asyncio.sleep(5)
             load.phase = "baseline"
             await asyncio.sleep(args.baseline_seconds)
@@ -167,8 +169,9 @@ async def main() -> None:
             drop_s, drop_out = await timed_maintain(env, load, "partition drop")
             await downgrade(owner, "expiring")
             purge_s, purge_out = await timed_maintain(env, load, "row purge")
-            load.phase = "after"
-            await asyncio.sleep(3)
+            # Ingest alone again: the purge's dead rows and their vacuum included.
+            load.phase = "after purge"
+            await asyncio.sleep(args.baseline_seconds)
             stop.set()
             await runner
         left = await owner.fetchval(
@@ -190,9 +193,9 @@ async def main() -> None:
 
 
 def report(load: IngestLoad) -> None:
-    base_lat = load.latencies["baseline"]
+    without = load.latencies["baseline"] + load.latencies["after purge"]
     print(f"{'phase':<16}{'requests':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
-    for phase in ("baseline", "partition drop", "row purge"):
+    for phase in ("baseline", "partition drop", "row purge", "after purge"):
         lat = load.latencies.get(phase, [])
         if lat:
             print(
@@ -201,8 +204,11 @@ def report(load: IngestLoad) -> None:
             )
     for phase in ("partition drop", "row purge"):
         if load.latencies.get(phase):
-            ratio = p99_ms(load.latencies[phase]) / p99_ms(base_lat)
-            print(f"ingest p99 during {phase} / without: {ratio:.2f}x (target <= 2)")
+            ratio = p99_ms(load.latencies[phase]) / p99_ms(without)
+            print(
+                f"ingest p99 during {phase} / without (before and after together): "
+                f"{ratio:.2f}x (target <= 2)"
+            )
 
 
 if __name__ == "__main__":
