@@ -12,6 +12,8 @@ Policy, per pass:
    one function allowed past the append-only guard, in batches of BATCH_SIZE,
    each its own short transaction: no long lock, and no long-running writing
    transaction holding back the safe watermark of streams and live tail.
+   After each batch the purge rests as long as the batch took (PACE), so it
+   never takes more than about half of the database's time from ingest.
 Expired means older than the workspace's retention as the database sees it
 now; the bound is computed by the database, never passed in. A downgrade
 therefore applies from the next pass (reads hide expired events at once).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -33,6 +36,7 @@ from auditlog.storage.retention import PurgeRecord
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5_000
+PACE = 1.0  # rest after each batch, as a multiple of the time the batch took
 LOCK_ATTEMPTS = 20
 LOCK_TIMEOUT_MS = 200  # the partition itself; the parent is taken NOWAIT
 
@@ -69,12 +73,14 @@ async def _drop_partition(
     ids = 0
     for workspace_id in workspaces:
         while True:
+            started = time.perf_counter()
             deleted = await store.purge_event_ids_batch(
                 conn, workspace_id, partition.range_to, batch_size
             )
             ids += deleted
             if deleted < batch_size:
                 break
+            await _rest_after(started)
     dropped = await _drop_when_free(conn, partition.name)
     if not dropped:
         report.deferred_partitions.append(partition.name)
@@ -101,6 +107,11 @@ async def _drop_partition(
         )
 
 
+async def _rest_after(started: float) -> None:
+    """Leave the database to ingest for as long as the batch took (PACE times that)."""
+    await asyncio.sleep((time.perf_counter() - started) * PACE)
+
+
 async def _drop_when_free(conn: asyncpg.Connection, partition: str) -> bool:
     for attempt in range(LOCK_ATTEMPTS):
         try:
@@ -120,6 +131,7 @@ async def _purge_rows(
         return
     events = ids = 0
     while True:
+        started = time.perf_counter()
         batch_events, batch_ids = await store.purge_events_batch(
             conn, workspace_id, bound, batch_size
         )
@@ -127,6 +139,7 @@ async def _purge_rows(
         ids += batch_ids
         if batch_events < batch_size:
             break
+        await _rest_after(started)
     if events or ids:
         record = PurgeRecord("rows", [workspace_id], None, bound, events, ids)
         await store.insert_purge_record(conn, record)
