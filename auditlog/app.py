@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
+from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/readyz", readyz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *console_routes(),
         ],
         lifespan=lifespan,
     )
