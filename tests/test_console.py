@@ -217,6 +217,26 @@ async def test_filters_by_actor_and_category_live_in_the_url(
     assert "action=user.login.*" in page.url or "action=user.login.%2A" in page.url
 
 
+async def test_date_range_is_read_in_local_time_and_shared_in_utc(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    events = [event("file.uploaded", occurredAt=ago(minutes)) for minutes in (180, 120, 60)]
+    await ingest(workspace, events)
+    page = console.page
+    await console.signed_in(workspace.admin)
+    berlin = timedelta(hours=1)  # late November: CET, UTC+1
+    start = (datetime.now(UTC) - timedelta(minutes=150)).replace(second=0, microsecond=0)
+    end = start + timedelta(minutes=60)
+    await page.get_by_label("From", exact=True).fill((start + berlin).strftime("%Y-%m-%dT%H:%M"))
+    await page.get_by_label("To", exact=True).fill((end + berlin).strftime("%Y-%m-%dT%H:%M"))
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(1)
+    assert await console.row_ids() == [events[1]["id"]]
+    query = page.url.partition("?")[2]
+    assert f"from={start:%Y-%m-%dT%H}%3A{start:%M}%3A00Z" in query
+    assert f"to={end:%Y-%m-%dT%H}%3A{end:%M}%3A00Z" in query
+
+
 async def test_bad_filter_value_names_the_argument(
     console: ConsolePage, workspace: WorkspaceKeys
 ) -> None:
