@@ -16,6 +16,7 @@ from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
+from auditlog.streaming.tail import open_live_hub
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         async with AsyncExitStack() as stack:
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
+            services.live = await stack.enter_async_context(open_live_hub(services))
             app.state.background = background
             yield
 

@@ -21,6 +21,19 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _positive_float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: must be a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name}: must be between 0 and 3600 seconds")
+    return value
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("auditlog", appauthor=False))
 
@@ -38,6 +51,9 @@ class Settings:
     allow_private_destinations: bool = False
     # Where the service keeps the generated secret key when none is configured.
     secret_key_generated: bool = False
+    # Live tail: identical subscriptions share one execution (off only to measure).
+    live_sharing: bool = True
+    live_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -58,6 +74,8 @@ class Settings:
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
+            live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
+            live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

@@ -18,9 +18,18 @@ from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
+from auditlog.schema.live import encode_shared_message
+from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
+    def encode_json(self, data: object) -> str | bytes:
+        # Live events shared by identical subscriptions are serialised once.
+        return encode_shared_message(data) or super().encode_json(data)
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:

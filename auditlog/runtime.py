@@ -20,6 +20,7 @@ from auditlog.ingest.service import Ingestor
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
 from auditlog.storage.migrations import apply_migrations
 from auditlog.streaming.bus import LiveBus
+from auditlog.streaming.tail import LiveHub
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Services:
     bus: LiveBus
     ingestor: Ingestor
     cursors: CursorCodec
+    live: LiveHub | None = None  # the live tail, started by the web app's lifespan
 
 
 async def migrate(database_url: str) -> list[str]:

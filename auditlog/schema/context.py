@@ -20,6 +20,7 @@ class Context:
     request: Any = None
     response: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
+    connection_params: dict[str, Any] | None = None  # a websocket's connection_init payload
 
     def reader_workspace(self) -> str:
         """The caller's workspace for reading; raises Auth/Forbidden errors."""

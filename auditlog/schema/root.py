@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
@@ -14,13 +15,16 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 
 from auditlog.resolvers import events as event_resolvers
+from auditlog.resolvers import live as live_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.errors import ErrorCodes
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
+    AuditEventEdge,
     EventCatalogEntry,
     Workspace,
 )
@@ -53,6 +57,18 @@ class Query:
         return await event_resolvers.workspace(info.context)
 
 
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(  # type: ignore[untyped-decorator]
+        description="Live tail; with `after`, first replays what came since that cursor, "
+        "then goes live, with no gap and no duplicate."
+    )
+    async def audit_events(
+        self, info: Info, filter: AuditEventFilter | None = None, after: str | None = None
+    ) -> AsyncGenerator[AuditEventEdge, None]:
+        return await live_resolvers.audit_events(info, filter, after)
+
+
 def build_schema() -> strawberry.Schema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
@@ -65,6 +81,8 @@ def build_schema() -> strawberry.Schema:
     ]
     return strawberry.Schema(
         query=Query,
+        subscription=Subscription,
+        execution_context_class=SharedEventExecutor,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )

@@ -1,0 +1,141 @@
+"""Doorbells: the bus subscriptions of the live tail, kept alive across Redis restarts.
+
+broadcaster does not reconnect: when Redis restarts, its listener task dies
+quietly and no message arrives again. This listener owns its own Broadcast,
+subscribes one channel per tailed workspace, and proves the connection is alive
+with a heartbeat on a channel private to this process. When the heartbeat does
+not come back in time (or any bus call fails) it throws the Broadcast away,
+opens a new one, subscribes every channel again and rings every doorbell, so
+each tail reads what it may have missed from PostgreSQL. Nothing is lost
+meanwhile: tails poll the database on their own, the bus only makes them fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from broadcaster import Broadcast
+
+from auditlog.streaming.bus import LiveBus, channel_for
+
+log = logging.getLogger(__name__)
+
+Ring = Callable[[str], None]
+
+
+class BusDown(Exception):
+    """The bus stopped answering; the listener reconnects."""
+
+
+class DoorbellListener:
+    def __init__(
+        self,
+        bus: LiveBus,
+        ring: Ring,
+        *,
+        heartbeat_interval: float = 2.0,
+        heartbeat_timeout: float = 6.0,
+        retry_delay: float = 0.5,
+    ) -> None:
+        self.bus = bus
+        # In-process fan-out only reaches subscribers of the same Broadcast object.
+        self._shared = not bus.url.startswith(("redis://", "rediss://"))
+        self._ring = ring
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._retry_delay = retry_delay
+        self._workspaces: set[str] = set()
+        self._broadcast: Broadcast | None = None
+        self._channel_tasks: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat_channel = f"auditlog:live-heartbeat:{uuid.uuid4().hex}"
+        self._last_beat = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self.connections = 0  # how many times a bus connection was opened (tests, logs)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="live-doorbells")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def watch(self, workspace_id: str) -> None:
+        self._workspaces.add(workspace_id)
+        self._listen(workspace_id)
+
+    def unwatch(self, workspace_id: str) -> None:
+        self._workspaces.discard(workspace_id)
+        task = self._channel_tasks.pop(workspace_id, None)
+        if task is not None:
+            task.cancel()
+
+    def _listen(self, workspace_id: str) -> None:
+        if self._broadcast is None or workspace_id in self._channel_tasks:
+            return
+        self._channel_tasks[workspace_id] = asyncio.get_running_loop().create_task(
+            self._listen_channel(self._broadcast, workspace_id)
+        )
+
+    async def _listen_channel(self, broadcast: Broadcast, workspace_id: str) -> None:
+        with contextlib.suppress(Exception):  # a broken bus is noticed by the heartbeat
+            async with broadcast.subscribe(channel_for(workspace_id)) as subscriber:
+                while True:
+                    await subscriber.get()
+                    self._ring(workspace_id)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("live bus lost (%s); reconnecting", exc)
+            await asyncio.sleep(self._retry_delay)
+
+    async def _session(self) -> None:
+        broadcast = self.bus.broadcast if self._shared else Broadcast(self.bus.url)
+        try:
+            if not self._shared:
+                await broadcast.connect()
+            self._broadcast = broadcast
+            self.connections += 1
+            beats = asyncio.get_running_loop().create_task(self._receive_beats(broadcast))
+            for workspace_id in sorted(self._workspaces):
+                self._listen(workspace_id)
+                self._ring(workspace_id)  # catch up whatever was rung while we were away
+            try:
+                await self._beat(broadcast)
+            finally:
+                beats.cancel()
+        finally:
+            self._broadcast = None
+            for task in self._channel_tasks.values():
+                task.cancel()
+            self._channel_tasks.clear()
+            if not self._shared:
+                with contextlib.suppress(Exception):
+                    await broadcast.disconnect()
+
+    async def _receive_beats(self, broadcast: Broadcast) -> None:
+        with contextlib.suppress(Exception):
+            async with broadcast.subscribe(self._heartbeat_channel) as subscriber:
+                while True:
+                    await subscriber.get()
+                    self._last_beat = time.monotonic()
+
+    async def _beat(self, broadcast: Broadcast) -> None:
+        self._last_beat = time.monotonic()
+        while True:
+            await broadcast.publish(self._heartbeat_channel, "beat")
+            await asyncio.sleep(self._heartbeat_interval)
+            if time.monotonic() - self._last_beat > self._heartbeat_timeout:
+                raise BusDown("heartbeat not received")
