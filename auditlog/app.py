@@ -11,6 +11,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
 from auditlog.endpoints.console import console_routes
+from auditlog.endpoints.exports import download_export_part
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.graphql_app import AuditLogGraphQL
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
             *console_routes(),
         ],

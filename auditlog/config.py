@@ -34,6 +34,13 @@ def _positive_float(env: dict[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    if not raw.isdigit() or not 1 <= int(raw) <= 7 * 24 * 3600:
+        raise ConfigError(f"{name}: must be a whole number of seconds between 1 and 604800")
+    return int(raw)
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("auditlog", appauthor=False))
 
@@ -49,6 +56,8 @@ class Settings:
     jwt_secret: str | None = None
     jwks_url: str | None = None
     allow_private_destinations: bool = False
+    # How long a signed export download link stays valid.
+    export_link_ttl_seconds: int = 3600
     # Where the service keeps the generated secret key when none is configured.
     secret_key_generated: bool = False
     # Live tail: identical subscriptions share one execution (off only to measure).
@@ -76,6 +85,7 @@ class Settings:
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
+            export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

@@ -61,6 +61,11 @@ def _classify(error: GraphQLError, request_id: str) -> GraphQLError:
     if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), **(original.extensions or {})}
         return error
+    if error.path is None and code_for(original) is None:
+        # Raised before execution (a variable value that cannot be coerced, such as
+        # an unknown enum value): the request is wrong, and the message says where.
+        error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+        return error
     code = code_for(original)
     if code is not None:
         extensions: dict[str, Any] = {"code": code}

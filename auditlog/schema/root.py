@@ -18,6 +18,7 @@ from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.errors import ErrorCodes
+from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.scalars import SCALAR_MAP
@@ -31,7 +32,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query:
+class Query(ExportQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,
@@ -69,6 +70,11 @@ class Subscription:
         return await live_resolvers.audit_events(info, filter, after)
 
 
+@strawberry.type
+class Mutation(ExportMutation):
+    pass
+
+
 def build_schema() -> strawberry.Schema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
@@ -83,6 +89,7 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         subscription=Subscription,
         execution_context_class=SharedEventExecutor,
+        mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),
         extensions=extensions,
     )

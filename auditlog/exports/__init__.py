@@ -1,0 +1,1 @@
+"""Exports: signed download links and the file formats (CSV, JSON, NDJSON)."""

@@ -1,0 +1,130 @@
+"""Creating exports, and the links a caller downloads them with.
+
+Policy: an export is fixed at creation (a snapshot of the log, exact count,
+part boundaries) and answered at once as READY; files are produced on download.
+The `audit_log.export.created` event is written before the export row, so no
+export ever exists without its audit event. An export stays downloadable for
+EXPORT_TTL; each link is valid for the configured link lifetime (one hour by
+default) and never beyond the export's own expiry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from auditlog.auth import Principal
+from auditlog.exports.links import ExportLinks
+from auditlog.ingest.service import uuid7
+from auditlog.ingest.service_events import record_service_event
+from auditlog.runtime import Services
+from auditlog.storage import exports as export_store
+from auditlog.storage.events import EventFilter
+from auditlog.storage.workspaces import read_workspace
+
+PART_SIZE = 10_000
+EXPORT_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ExportLink:
+    part: int
+    row_count: int
+    url: str
+
+
+def is_expired(row: export_store.ExportRow, now: datetime) -> bool:
+    return now >= row.expires_at
+
+
+async def create_export(
+    services: Services,
+    principal: Principal,
+    workspace_id: str,
+    criteria: EventFilter,
+    shown_filter: dict[str, Any],
+    file_format: str,
+    *,
+    part_size: int = PART_SIZE,
+) -> export_store.ExportRow:
+    """Fix the result now and record who exported what; files come on download."""
+    now = datetime.now(UTC)
+    async with services.pool.acquire() as conn:
+        workspace = await read_workspace(conn, workspace_id)
+        retention_start = workspace.retention_start(now) if workspace else None
+        plan = await export_store.plan_export(
+            conn, workspace_id, criteria, retention_start=retention_start, part_size=part_size
+        )
+    row = export_store.ExportRow(
+        workspace_id=workspace_id,
+        id=uuid7(),
+        format=file_format,
+        filter=shown_filter,
+        criteria=criteria,
+        plan=plan,
+        created_by=principal.as_actor(),
+        created_at=now,
+        expires_at=now + EXPORT_TTL,
+    )
+    await record_service_event(
+        services.ingestor,
+        workspace_id,
+        "audit_log.export.created",
+        actor=principal.as_actor(),
+        targets=[{"type": "export", "id": str(row.id), "name": None}],
+        metadata={
+            "exportId": str(row.id),
+            "format": file_format,
+            "filter": shown_filter,
+            "rowCount": plan.row_count,
+            "files": row.part_count,
+        },
+    )
+    async with services.pool.acquire() as conn:
+        await export_store.insert_export(conn, row)
+    return row
+
+
+def download_links(
+    services: Services, row: export_store.ExportRow, base_url: str, now: datetime
+) -> list[ExportLink]:
+    """A signed URL for every part; none once the export has expired."""
+    if is_expired(row, now):
+        return []
+    links = ExportLinks(services.settings.secret_key)
+    link_ttl = timedelta(seconds=services.settings.export_link_ttl_seconds)
+    expires_at = min(now + link_ttl, row.expires_at)
+    return [
+        ExportLink(
+            part=part,
+            row_count=row.part_rows(part),
+            url=links.url(base_url, row.workspace_id, row.id, part, expires_at),
+        )
+        for part in range(1, row.part_count + 1)
+    ]
+
+
+async def find_export(
+    services: Services, workspace_id: str, export_id: uuid.UUID
+) -> export_store.ExportRow | None:
+    async with services.pool.acquire() as conn:
+        return await export_store.read_export(conn, workspace_id, export_id)
+
+
+async def list_exports(
+    services: Services, workspace_id: str, limit: int, after: uuid.UUID | None
+) -> list[export_store.ExportRow]:
+    async with services.pool.acquire() as conn:
+        return await export_store.read_exports(conn, workspace_id, limit=limit, before_id=after)
+
+
+async def stream_part(
+    services: Services, row: export_store.ExportRow, part: int
+) -> AsyncIterator[list[str]]:
+    """One part's stored payloads in batches; holds one pooled connection while it runs."""
+    async with services.pool.acquire() as conn:
+        async for batch in export_store.stream_export_part(conn, row, part):
+            yield batch

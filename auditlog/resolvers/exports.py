@@ -1,0 +1,70 @@
+"""Exports: createExport, export, exports. Another workspace's export is simply not found."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import strawberry
+
+from auditlog.errors import BadInputError
+from auditlog.exports import service as export_service
+from auditlog.schema.context import Context
+from auditlog.schema.exports import CreateExportInput, Export, filter_as_json
+from auditlog.schema.inputs import AuditEventFilter
+from auditlog.storage.exports import ExportRow
+
+DEFAULT_LIST = 20
+MAX_LIST = 100
+
+
+def _parse_id(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _to_graphql(ctx: Context, row: ExportRow) -> Export:
+    now = datetime.now(UTC)
+    base_url = str(ctx.request.base_url) if ctx.request is not None else ""
+    links = export_service.download_links(ctx.services, row, base_url, now)
+    return Export.from_row(row, links, now)
+
+
+async def create_export(ctx: Context, input: CreateExportInput) -> Export:
+    workspace_id = ctx.reader_workspace()
+    assert ctx.principal is not None
+    given = input.filter or AuditEventFilter()
+    row = await export_service.create_export(
+        ctx.services,
+        ctx.principal,
+        workspace_id,
+        given.to_filter("input.filter"),
+        filter_as_json(given),
+        input.format.value,
+    )
+    return _to_graphql(ctx, row)
+
+
+async def export(ctx: Context, id: strawberry.ID) -> Export | None:
+    workspace_id = ctx.reader_workspace()
+    export_id = _parse_id(str(id))
+    if export_id is None:
+        return None
+    row = await export_service.find_export(ctx.services, workspace_id, export_id)
+    return _to_graphql(ctx, row) if row else None
+
+
+async def exports(ctx: Context, first: int | None, after: strawberry.ID | None) -> list[Export]:
+    workspace_id = ctx.reader_workspace()
+    limit = DEFAULT_LIST if first is None else first
+    if not 0 <= limit <= MAX_LIST:
+        raise BadInputError("first", f"must be between 0 and {MAX_LIST}")
+    after_id = None
+    if after is not None:
+        after_id = _parse_id(str(after))
+        if after_id is None:
+            raise BadInputError("after", "must be the id of an export")
+    rows = await export_service.list_exports(ctx.services, workspace_id, limit, after_id)
+    return [_to_graphql(ctx, row) for row in rows]

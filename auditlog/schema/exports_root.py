@@ -1,0 +1,34 @@
+"""The export fields of Query and Mutation, merged into the schema in root.py."""
+
+from __future__ import annotations
+
+import strawberry
+
+from auditlog.resolvers import exports as export_resolvers
+from auditlog.schema.context import Info
+from auditlog.schema.exports import CreateExportInput, Export
+
+
+@strawberry.type
+class ExportQuery:
+    @strawberry.field(description="One export of the caller's workspace; null when not found.")  # type: ignore[untyped-decorator]
+    async def export(self, info: Info, id: strawberry.ID) -> Export | None:
+        return await export_resolvers.export(info.context, id)
+
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Newest first; `after` = id of the last export already seen."
+    )
+    async def exports(
+        self, info: Info, first: int | None = None, after: strawberry.ID | None = None
+    ) -> list[Export]:
+        return await export_resolvers.exports(info.context, first, after)
+
+
+@strawberry.type
+class ExportMutation:
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Fixes the filtered result now and answers READY with files of "
+        "at most 10,000 rows; files are produced on download."
+    )
+    async def create_export(self, info: Info, input: CreateExportInput) -> Export:
+        return await export_resolvers.create_export(info.context, input)

@@ -1,0 +1,245 @@
+"""Exports: plan a filtered view fixed at creation, persist it, stream its parts.
+
+Nothing is copied at creation. `plan_export` takes a snapshot of the log
+(`pg_current_snapshot()` inside a REPEATABLE READ transaction), counts the rows
+and finds, with one window query that returns only boundary rows, the keyset
+position ending each full part. A download re-reads one part as a keyset range
+scan filtered by `pg_visible_in_snapshot(xid, snapshot)`, so it holds exactly
+the rows that were committed when the export was created, never one more.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from auditlog.storage.events import EventFilter, TimePosition, _filter_sql
+
+_COLUMNS = """workspace_id, id, format, filter, criteria, snapshot::text AS snapshot,
+    retention_start, row_count, part_size, part_ends_at, part_ends_seq, created_by,
+    created_at, expires_at"""
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export holds: its snapshot, exact row count and part boundaries."""
+
+    snapshot: str
+    retention_start: datetime | None
+    row_count: int
+    part_size: int
+    part_ends: list[TimePosition]
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    workspace_id: str
+    id: uuid.UUID
+    format: str
+    filter: dict[str, Any]
+    criteria: EventFilter
+    plan: ExportPlan
+    created_by: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+
+    @property
+    def part_count(self) -> int:
+        """Parts needed for the rows; an empty result still has one (empty) file."""
+        return max(1, -(-self.plan.row_count // self.plan.part_size))
+
+    def part_rows(self, part: int) -> int:
+        size = self.plan.part_size
+        return max(0, min(size, self.plan.row_count - size * (part - 1)))
+
+
+def filter_to_json(flt: EventFilter) -> dict[str, Any]:
+    """The validated filter as stored JSON (exact action names, normalised values)."""
+    return {
+        "occurred_from": flt.occurred_from.isoformat() if flt.occurred_from else None,
+        "occurred_to": flt.occurred_to.isoformat() if flt.occurred_to else None,
+        "actor_email": flt.actor_email,
+        "actor_id": flt.actor_id,
+        "categories": flt.categories,
+        "actions": flt.actions,
+        "ip_network": str(flt.ip_network) if flt.ip_network is not None else None,
+        "target_id": flt.target_id,
+    }
+
+
+def filter_from_json(data: dict[str, Any]) -> EventFilter:
+    def when(key: str) -> datetime | None:
+        value = data.get(key)
+        return datetime.fromisoformat(value) if value else None
+
+    network = data.get("ip_network")
+    return EventFilter(
+        occurred_from=when("occurred_from"),
+        occurred_to=when("occurred_to"),
+        actor_email=data.get("actor_email"),
+        actor_id=data.get("actor_id"),
+        categories=data.get("categories"),
+        actions=data.get("actions"),
+        ip_network=ipaddress.ip_network(network) if network else None,
+        target_id=data.get("target_id"),
+    )
+
+
+def _snapshot_where(
+    workspace_id: str, flt: EventFilter, snapshot: str, retention_start: datetime | None
+) -> tuple[list[str], list[object]]:
+    args: list[object] = [workspace_id]
+    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start)]
+    args.append(snapshot)
+    where.append(f"pg_visible_in_snapshot(xid, ${len(args)}::text::pg_snapshot)")
+    return where, args
+
+
+async def plan_export(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    flt: EventFilter,
+    *,
+    retention_start: datetime | None,
+    part_size: int,
+) -> ExportPlan:
+    """Fix the result now: snapshot, exact count, and the end position of each full part.
+
+    The boundary query numbers rows in newest-first order and returns only every
+    `part_size`-th one, so the server never holds the result, whatever its size.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        snapshot: str = await conn.fetchval("SELECT pg_current_snapshot()::text")
+        where, args = _snapshot_where(workspace_id, flt, snapshot, retention_start)
+        condition = " AND ".join(where)
+        count: int = await conn.fetchval(
+            f"SELECT count(*) FROM audit_events WHERE {condition}", *args
+        )
+        ends: list[TimePosition] = []
+        if count > part_size:
+            args.append(part_size)
+            records = await conn.fetch(
+                f"""SELECT occurred_at, seq FROM (
+                        SELECT occurred_at, seq,
+                               row_number() OVER (ORDER BY occurred_at DESC, seq DESC) AS rn
+                        FROM audit_events WHERE {condition}
+                    ) numbered
+                    WHERE rn % ${len(args)} = 0
+                    ORDER BY rn""",
+                *args,
+            )
+            ends = [TimePosition(r["occurred_at"], r["seq"]) for r in records]
+    return ExportPlan(snapshot, retention_start, count, part_size, ends)
+
+
+async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
+    plan = row.plan
+    await conn.execute(
+        """INSERT INTO exports (workspace_id, id, format, filter, criteria, snapshot,
+               retention_start, row_count, part_size, part_ends_at, part_ends_seq,
+               created_by, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6::text::pg_snapshot, $7, $8, $9, $10, $11, $12,
+                   $13, $14)""",
+        row.workspace_id,
+        row.id,
+        row.format,
+        row.filter,
+        filter_to_json(row.criteria),
+        plan.snapshot,
+        plan.retention_start,
+        plan.row_count,
+        plan.part_size,
+        [p.occurred_at for p in plan.part_ends],
+        [p.seq for p in plan.part_ends],
+        row.created_by,
+        row.created_at,
+        row.expires_at,
+    )
+
+
+def _row(record: asyncpg.Record) -> ExportRow:
+    ends = [
+        TimePosition(at, seq)
+        for at, seq in zip(record["part_ends_at"], record["part_ends_seq"], strict=True)
+    ]
+    return ExportRow(
+        workspace_id=record["workspace_id"],
+        id=record["id"],
+        format=record["format"],
+        filter=record["filter"],
+        criteria=filter_from_json(record["criteria"]),
+        plan=ExportPlan(
+            snapshot=record["snapshot"],
+            retention_start=record["retention_start"],
+            row_count=record["row_count"],
+            part_size=record["part_size"],
+            part_ends=ends,
+        ),
+        created_by=record["created_by"],
+        created_at=record["created_at"],
+        expires_at=record["expires_at"],
+    )
+
+
+async def read_export(
+    conn: asyncpg.Connection, workspace_id: str, export_id: uuid.UUID
+) -> ExportRow | None:
+    record = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM exports WHERE workspace_id = $1 AND id = $2",
+        workspace_id,
+        export_id,
+    )
+    return _row(record) if record else None
+
+
+async def read_exports(
+    conn: asyncpg.Connection, workspace_id: str, *, limit: int, before_id: uuid.UUID | None
+) -> list[ExportRow]:
+    """Newest first (ids are UUIDv7), strictly older than `before_id` when given."""
+    records = await conn.fetch(
+        f"""SELECT {_COLUMNS} FROM exports
+            WHERE workspace_id = $1 AND ($2::uuid IS NULL OR id < $2)
+            ORDER BY id DESC LIMIT $3""",
+        workspace_id,
+        before_id,
+        limit,
+    )
+    return [_row(r) for r in records]
+
+
+def _part_query(row: ExportRow, part: int) -> tuple[str, list[object]]:
+    plan = row.plan
+    where, args = _snapshot_where(
+        row.workspace_id, row.criteria, plan.snapshot, plan.retention_start
+    )
+    if part > 1:
+        newer = plan.part_ends[part - 2]
+        args += [newer.occurred_at, newer.seq]
+        where.append(f"(occurred_at, seq) < (${len(args) - 1}, ${len(args)})")
+    if part <= len(plan.part_ends):
+        last = plan.part_ends[part - 1]
+        args += [last.occurred_at, last.seq]
+        where.append(f"(occurred_at, seq) >= (${len(args) - 1}, ${len(args)})")
+    args.append(plan.part_size)
+    sql = f"""SELECT payload FROM audit_events WHERE {" AND ".join(where)}
+              ORDER BY occurred_at DESC, seq DESC LIMIT ${len(args)}"""
+    return sql, args
+
+
+async def stream_export_part(
+    conn: asyncpg.Connection, row: ExportRow, part: int, *, batch_size: int = 2000
+) -> AsyncIterator[list[str]]:
+    """The stored payloads of one part, newest first, in batches from a server-side cursor."""
+    if not 1 <= part <= row.part_count:
+        raise ValueError(f"part must be between 1 and {row.part_count}")
+    sql, args = _part_query(row, part)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        cursor = await conn.cursor(sql, *args)
+        while batch := await cursor.fetch(batch_size):
+            yield [record[0] for record in batch]
