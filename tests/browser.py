@@ -41,13 +41,13 @@ class ConsolePage:
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
 
-    async def sign_in(self, token: str) -> None:
-        await self.page.goto(self.base_url + "/")
+    async def sign_in(self, token: str, path: str = "/") -> None:
+        await self.page.goto(self.base_url + path)
         await self.page.get_by_label("API key or console token").fill(token)
         await self.page.get_by_role("button", name="Sign in").click()
 
-    async def signed_in(self, token: str) -> None:
-        await self.sign_in(token)
+    async def signed_in(self, token: str, path: str = "/") -> None:
+        await self.sign_in(token, path)
         await self.page.locator("#console").wait_for(state="visible")
         await self.wait_loaded()
 

@@ -4,6 +4,7 @@ the URL, row detail, actor investigation, export and the live tail."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, Download, async_playwright, expect
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, ConsolePage, open_console
 from tests.conftest import RunningService, WorkspaceKeys, event
@@ -342,6 +343,39 @@ async def test_export_csv_downloads_the_filtered_events(
     assert {r[id_column] for r in body} == {e["id"] for e in logins}
     await expect(page.locator("#export-result")).to_contain_text("3 events")
     await console.screenshot("08-export")
+
+
+async def test_export_of_several_parts_downloads_every_part_at_once(
+    console: ConsolePage, workspace: WorkspaceKeys, tmp_path: Path
+) -> None:
+    # 10,000 rows a file (API.md): 10,004 events make two parts.
+    events = [
+        event("ai.api_key.used", occurredAt=ago(100 - i / 200), metadata={"n": i})
+        for i in range(10_004)
+    ]
+    for start in range(0, len(events), 1000):
+        await ingest(workspace, events[start : start + 1000])
+    page = console.page
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    await console.signed_in(workspace.admin, "/?action=ai.api_key.used")
+    await expect(page.get_by_label("Action")).to_have_value("ai.api_key.used")
+    await page.get_by_label("Export format").select_option("JSON")
+    await page.get_by_role("button", name="Export", exact=True).click()
+    await expect(page.locator("#export-result li")).to_have_count(2)
+    for _ in range(100):
+        if len(downloads) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(downloads) == 2
+    exported: list[str] = []
+    for download in downloads:
+        saved = tmp_path / download.suggested_filename
+        await download.save_as(saved)
+        exported.extend(e["id"] for e in json.loads(saved.read_text()))
+    assert len({d.suggested_filename for d in downloads}) == 2
+    assert len(exported) == len(set(exported)) == len(events)
+    assert set(exported) == {e["id"] for e in events}
 
 
 async def test_live_tail_shows_new_events_at_the_top(

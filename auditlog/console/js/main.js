@@ -48,6 +48,10 @@ function setStatus(message, kind = "") {
   ui.status.className = `status ${kind}`.trim();
 }
 
+function showCount() {
+  setStatus(`${table.size.toLocaleString()} event${table.size === 1 ? "" : "s"} shown, newest first.`);
+}
+
 function showSignIn(message = "") {
   stopLive();
   table.reset();
@@ -126,7 +130,7 @@ async function loadPage(after) {
     table.appendPage(edges, pageInfo.endCursor);
     show(ui.more, pageInfo.hasNextPage);
     show(ui.empty, table.size === 0);
-    setStatus(`${table.size.toLocaleString()} event${table.size === 1 ? "" : "s"} shown, newest first.`);
+    showCount();
     return true;
   } catch (error) {
     if (ticket === state.load) handleError(error);
@@ -172,7 +176,9 @@ function startLive() {
     filter: toGraphQLFilter(state.filters),
     after: table.newestCursor,
     onEdge: (edge) => {
-      if (table.prependLive(edge)) show(ui.empty, false);
+      if (!table.prependLive(edge)) return;
+      show(ui.empty, false);
+      showCount();
     },
     onStatus: (kind, message) => {
       if (kind === "error" || kind === "off") state.tail = null;
@@ -225,8 +231,8 @@ function wire() {
     ui.exportButton.disabled = true;
     setStatus("Preparing the export…");
     try {
-      const exp = await runExport(toGraphQLFilter(state.filters), ui.exportForm.elements.format.value, ui.exportResult);
-      setStatus(`Export ready: ${exp.rowCount.toLocaleString()} events.`);
+      await runExport(toGraphQLFilter(state.filters), ui.exportForm.elements.format.value, ui.exportResult);
+      showCount();
     } catch (error) {
       handleError(error);
     } finally {
