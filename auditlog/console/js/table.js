@@ -15,18 +15,19 @@ function timestampCell(iso) {
 
 function actorCell(actor, onInvestigate) {
   const { name, email } = actorLines(actor);
-  const cell = el("td", { class: "actor" },
-    el("span", { class: actor?.type === "SYSTEM" ? "actor-name system" : "actor-name" }, name),
-    email ? el("span", { class: "actor-email" }, email) : null);
+  const second = el("span", { class: "actor-email" }, email);
   if (actor?.type !== "SYSTEM" && actor?.email) {
-    cell.append(el("button", {
+    second.append(el("button", {
       type: "button",
       class: "link investigate",
       "aria-label": `Investigate ${actor.email}`,
+      title: "IP addresses, countries and devices of this actor",
       onclick: (ev) => { ev.stopPropagation(); onInvestigate(actor.email); },
     }, "Investigate"));
   }
-  return cell;
+  return el("td", { class: "actor" },
+    el("span", { class: actor?.type === "SYSTEM" ? "actor-name system" : "actor-name" }, name),
+    email || second.childElementCount ? second : null);
 }
 
 function actionCell(event, onOpen) {
