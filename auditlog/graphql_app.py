@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
 
 from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
@@ -20,6 +22,8 @@ from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 from auditlog.schema.live import encode_shared_message
 from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
 class AuditLogGraphQL(GraphQL[Context, None]):
@@ -34,6 +38,7 @@ class AuditLogGraphQL(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket | None
     ) -> Context:
         principal: Principal | None = request.scope.get("auditlog.principal")
+        request.scope["auditlog.sub_response"] = response
         return Context(
             services=services_of(request),
             principal=principal,
@@ -41,6 +46,32 @@ class AuditLogGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        """GraphQL over HTTP: a client accepting application/graphql-response+json gets
+        it, and a request error (nothing executed: no data, no error path) is a 400
+        without a `data` entry."""
+        body = await super().process_result(request, result)
+        sub_response: Response | None = request.scope.get("auditlog.sub_response")
+        if sub_response is None or GRAPHQL_RESPONSE not in request.headers.get("accept", ""):
+            return body
+        sub_response.media_type = GRAPHQL_RESPONSE
+        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+            sub_response.status_code = 400
+            body.pop("data", None)
+        return body
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if sub_response.media_type == GRAPHQL_RESPONSE:
+            response.headers["content-type"] = f"{GRAPHQL_RESPONSE}; charset=utf-8"
+        return response
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

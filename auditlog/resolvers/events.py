@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import strawberry
 
 from auditlog.catalog import CATALOG
-from auditlog.cursors import Cursor
 from auditlog.errors import BadInputError, NotFoundError
+from auditlog.paging import PageRequest, read_page
 from auditlog.schema.context import Context
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.types import (
@@ -21,6 +21,7 @@ from auditlog.schema.types import (
     Workspace,
 )
 from auditlog.storage import events as event_store
+from auditlog.storage.events import TimePosition
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
 
 DEFAULT_PAGE = 50
@@ -35,7 +36,7 @@ def _page_size(value: int | None, argument: str) -> int:
     return value
 
 
-async def _workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
+async def read_caller_workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
     async with ctx.services.pool.acquire() as conn:
         row = await read_workspace(conn, workspace_id)
     if row is None:
@@ -56,57 +57,33 @@ async def audit_events(
         raise BadInputError("last", "use either first or last, not both")
     flt = (filter or AuditEventFilter()).to_filter()
     codec = ctx.services.cursors
-    after_c = codec.decode(workspace_id, after, "after") if after else None
-    before_c = codec.decode(workspace_id, before, "before") if before else None
+    after_c = codec.decode(workspace_id, after, "after") if after is not None else None
+    before_c = codec.decode(workspace_id, before, "before") if before is not None else None
     backward = last is not None or (before_c is not None and first is None)
     size = _page_size(last if backward else first, "last" if backward else "first")
-    workspace = await _workspace(ctx, workspace_id)
+    workspace = await read_caller_workspace(ctx, workspace_id)
     retention = workspace.retention_start(datetime.now(UTC))
 
-    def pos(c: Cursor | None) -> event_store.TimePosition | None:
-        return event_store.TimePosition(c.occurred_at, c.seq) if c else None
-
+    request = PageRequest(
+        size=size,
+        backward=backward,
+        after=TimePosition(after_c.occurred_at, after_c.seq) if after_c else None,
+        before=TimePosition(before_c.occurred_at, before_c.seq) if before_c else None,
+    )
     async with ctx.services.pool.acquire() as conn:
-        if not backward:
-            # Newest first: `after` is a position higher up the list, so read older than it.
-            rows = await event_store.read_events_page(
-                conn,
-                workspace_id,
-                flt,
-                limit=size + 1,
-                older_than=pos(after_c),
-                newer_than=pos(before_c),
-                retention_start=retention,
-            )
-            has_more = len(rows) > size
-            rows = rows[:size]
-            has_next, has_previous = has_more, after_c is not None
-        else:
-            rows = await event_store.read_events_page(
-                conn,
-                workspace_id,
-                flt,
-                limit=size + 1,
-                older_than=pos(after_c),
-                newer_than=pos(before_c),
-                oldest_first=True,
-                retention_start=retention,
-            )
-            has_more = len(rows) > size
-            rows = rows[-size:] if size else []
-            has_next, has_previous = before_c is not None, has_more
+        page = await read_page(conn, workspace_id, flt, request, retention)
     edges = [
         AuditEventEdge(
             cursor=codec.encode(workspace_id, r.occurred_at, r.seq, r.xid),
             node=AuditEvent.from_payload_text(r.payload),
         )
-        for r in rows
+        for r in page.rows
     ]
     return AuditEventConnection(
         edges=edges,
         page_info=PageInfo(
-            has_next_page=has_next,
-            has_previous_page=has_previous,
+            has_next_page=page.has_next,
+            has_previous_page=page.has_previous,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None,
         ),
@@ -119,7 +96,7 @@ async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
         event_id = uuid.UUID(str(id))
     except ValueError:
         return None  # no event can have that id
-    workspace = await _workspace(ctx, workspace_id)
+    workspace = await read_caller_workspace(ctx, workspace_id)
     async with ctx.services.pool.acquire() as conn:
         row = await event_store.read_event_by_id(
             conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))
@@ -135,4 +112,4 @@ async def workspace(ctx: Context) -> Workspace:
     if ctx.principal is None or ctx.principal.workspace_id is None:
         ctx.reader_workspace()
     assert ctx.principal is not None and ctx.principal.workspace_id is not None
-    return Workspace.from_row(await _workspace(ctx, ctx.principal.workspace_id))
+    return Workspace.from_row(await read_caller_workspace(ctx, ctx.principal.workspace_id))

@@ -8,11 +8,13 @@ an opaque server error that names only that id.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from graphql import GraphQLError
+import strawberry
+from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
 from strawberry.extensions import SchemaExtension
+from strawberry.types import ExecutionContext, ExecutionResult
 
 from auditlog.errors import (
     AuthError,
@@ -20,6 +22,7 @@ from auditlog.errors import (
     ForbiddenError,
     NotFoundError,
 )
+from auditlog.schema.input_errors import input_argument
 
 log = logging.getLogger("auditlog.graphql")
 
@@ -27,8 +30,8 @@ log = logging.getLogger("auditlog.graphql")
 class QueryTooComplex(GraphQLError):
     """Raised by the limits (depth, aliases, cost) before any work is done."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, extensions={"code": "QUERY_TOO_COMPLEX"})
+    def __init__(self, message: str, nodes: Sequence[Node] | None = None) -> None:
+        super().__init__(message, nodes, extensions={"code": "QUERY_TOO_COMPLEX"})
 
 
 class RateLimited(Exception):
@@ -51,15 +54,23 @@ def code_for(error: BaseException | None) -> str | None:
     return None
 
 
-def _classify(error: GraphQLError, request_id: str) -> GraphQLError:
+def _classify(error: GraphQLError, request_id: str, document: DocumentNode | None) -> GraphQLError:
     original = error.original_error
-    if original is None:
-        # Parse and validation errors: the document itself is wrong.
-        if not (error.extensions or {}).get("code"):
-            error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_VALIDATION_FAILED"}
-        return error
     if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), **(original.extensions or {})}
+        return error
+    if original is None or isinstance(original, GraphQLError):
+        # The document or its variables are wrong; a wrong value names its argument.
+        if (error.extensions or {}).get("code"):
+            return error
+        argument = input_argument(error, document)
+        if argument is not None:
+            error.extensions = {"code": "BAD_USER_INPUT", "argument": argument}
+            error.message = f"{argument}: {error.message}"
+        elif isinstance(error.nodes[0] if error.nodes else None, VariableDefinitionNode):
+            error.extensions = {"code": "BAD_USER_INPUT"}
+        else:
+            error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         return error
     if error.path is None and code_for(original) is None:
         # Raised before execution (a variable value that cannot be coerced, such as
@@ -104,4 +115,33 @@ class ErrorCodes(SchemaExtension):
             return
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
-        result.errors = [_classify(e, request_id) for e in result.errors]
+        document = self.execution_context.graphql_document
+        result.errors = [_classify(e, request_id, document) for e in result.errors]
+
+
+class AuditLogSchema(strawberry.Schema):
+    async def execute(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        result = await super().execute(*args, **kwargs)
+        if result.errors:
+            # A syntax error raised by the parser cache skips the extensions' result hooks.
+            result.errors = [_parse_error_code(e) for e in result.errors]
+        return result
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Nothing here: ErrorCodes logs each unexpected error once, with its request
+        id; expected ones (bad input, forbidden) are answers, not server faults."""
+
+
+_TOKEN_ERROR = "Syntax Error: Document contains more than"
+
+
+def _parse_error_code(error: GraphQLError) -> GraphQLError:
+    if (error.extensions or {}).get("code"):
+        return error
+    if error.message.startswith(_TOKEN_ERROR):
+        # graphql-core reports its token limit as a syntax error; it is a size refusal.
+        return QueryTooComplex(f"the document is too long: {error.message.split(': ', 1)[1]}")
+    error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_PARSE_FAILED"}
+    return error

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from datetime import datetime
 from typing import Any
 
 import strawberry
-from strawberry.extensions import (
-    MaxAliasesLimiter,
-    ParserCache,
-    QueryDepthLimiter,
-    ValidationCache,
-)
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
+from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Info
-from auditlog.schema.errors import ErrorCodes
+from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.limits import QueryLimits
 from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.types import (
@@ -49,6 +48,20 @@ class Query(ExportQuery):
     async def audit_event(self, info: Info, id: strawberry.ID) -> AuditEvent | None:
         return await event_resolvers.audit_event(info.context, id)
 
+    @strawberry.field(
+        description="Distinct IP addresses, countries and devices of one actor's events."
+    )  # type: ignore[untyped-decorator]
+    async def actor_activity(
+        self,
+        info: Info,
+        actor_email: str,
+        occurred_from: datetime | None = None,
+        occurred_to: datetime | None = None,
+    ) -> ActorActivity:
+        return await activity_resolvers.actor_activity(
+            info.context, actor_email, occurred_from, occurred_to
+        )
+
     @strawberry.field
     def event_catalog(self) -> list[EventCatalogEntry]:
         return event_resolvers.event_catalog()
@@ -75,17 +88,16 @@ class Mutation(ExportMutation):
     pass
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema() -> AuditLogSchema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
     extensions: list[Any] = [
-        lambda: QueryDepthLimiter(max_depth=10),
-        lambda: MaxAliasesLimiter(max_alias_count=20),
+        QueryLimits,
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
     ]
-    return strawberry.Schema(
+    return AuditLogSchema(
         query=Query,
         subscription=Subscription,
         execution_context_class=SharedEventExecutor,
