@@ -292,23 +292,21 @@ async def test_row_detail_shows_pretty_json_and_copies_it(
 async def test_investigate_actor_shows_actor_activity(
     console: ConsolePage, workspace: WorkspaceKeys
 ) -> None:
+    upload = event("file.uploaded", occurredAt=ago(30))
     await ingest(
         workspace,
-        [
-            event(occurredAt=ago(50)),
-            event(occurredAt=ago(40), ipAddress="89.160.20.112"),
-            event("file.uploaded", occurredAt=ago(30)),
-        ],
+        [event(occurredAt=ago(50)), event(occurredAt=ago(40), ipAddress="89.160.20.112"), upload],
     )
     page = console.page
     await console.signed_in(workspace.admin)
-    await console.rows().first.get_by_role("button", name="Investigate ada@acme.io").click()
+    row = page.locator(f"tr[data-event-id='{upload['id']}']")
+    await row.get_by_role("button", name="Investigate ada@acme.io").click()
     dialog = page.get_by_role("dialog")
     await expect(dialog).to_contain_text("Actor activity: ada@acme.io")
     ips = dialog.locator("table.seen").nth(0)
     await expect(ips).to_contain_text("81.2.69.142")
     await expect(ips).to_contain_text("89.160.20.112")
-    await expect(dialog.locator("table.seen").nth(1)).to_contain_text("Sweden")
+    await expect(dialog.locator("table.seen").nth(1)).to_contain_text("Sweden (SE)")
     await console.screenshot("07-investigate-actor")
 
     await page.get_by_role("button", name="Show only this actor's events").click()

@@ -94,10 +94,27 @@ export class EventDetail {
   }
 }
 
-function seenTable(caption, values) {
-  const head = el("tr", {}, ["Value", "Events", "First seen", "Last seen"].map((h) => el("th", { scope: "col" }, h)));
+const regionNames = new Intl.DisplayNames(undefined, { type: "region" });
+
+// "SE" as "Sweden (SE)"; anything that is not a two-letter code stays as it is.
+function countryName(code) {
+  if (!/^[A-Z]{2}$/.test(code)) return code;
+  try {
+    const name = regionNames.of(code);
+    return name && name !== code ? `${name} (${code})` : code;
+  } catch {
+    return code;
+  }
+}
+
+function seenTable(caption, column, values, label = (v) => v) {
+  const head = el("tr", {},
+    el("th", { scope: "col" }, column),
+    el("th", { scope: "col", class: "num" }, "Events"),
+    el("th", { scope: "col" }, "First seen"),
+    el("th", { scope: "col" }, "Last seen"));
   const body = values.length ? values.map((v) => el("tr", {},
-    el("td", { class: "mono" }, v.value),
+    el("td", { class: "mono" }, label(v.value)),
     el("td", { class: "num" }, v.count.toLocaleString()),
     el("td", { title: utcTime(v.firstSeen) }, localTime(v.firstSeen)),
     el("td", { title: utcTime(v.lastSeen) }, localTime(v.lastSeen)),
@@ -130,9 +147,9 @@ export class ActorInvestigation {
       const a = data.actorActivity;
       setText(this.status, "IP addresses, countries and devices this actor was seen with.");
       this.body.replaceChildren(
-        seenTable("IP addresses", a.ipAddresses),
-        seenTable("Countries", a.countries),
-        seenTable("Devices", a.devices),
+        seenTable("IP addresses", "IP address", a.ipAddresses),
+        seenTable("Countries", "Country", a.countries, countryName),
+        seenTable("Devices", "Device", a.devices),
       );
     } catch (error) {
       setText(this.status, `Could not load this actor's activity: ${error.message}`);
