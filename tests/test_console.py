@@ -8,17 +8,19 @@ import asyncio
 import csv
 import io
 import json
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from playwright.async_api import Browser, Download, async_playwright, expect
 
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, ConsolePage, open_console
-from tests.conftest import RunningService, WorkspaceKeys, event
+from tests.conftest import JWT_SECRET, RunningService, WorkspaceKeys, event
 
 pytestmark = pytest.mark.browser
 
@@ -141,6 +143,26 @@ async def test_bad_token_and_member_get_clear_messages(
     await expect(page.locator("#console")).to_be_hidden()
     assert await page.evaluate("sessionStorage.length") == 0
     await console.screenshot("03-member-forbidden")
+
+
+def session_token(workspace_id: str, role: str) -> str:
+    claims = {"sub": "u_9", "email": "ops@acme.io", "workspace": workspace_id, "role": role}
+    return jwt.encode({**claims, "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+
+
+async def test_console_session_tokens_sign_in_and_members_are_refused(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    sent = event()
+    await ingest(workspace, [sent])
+    page = console.page
+    await console.sign_in(session_token(workspace.id, "member"))
+    await expect(page.get_by_role("alert")).to_contain_text("Access denied")
+    await console.signed_in(session_token(workspace.id, "owner"))
+    await expect(page.locator(f"tr[data-event-id='{sent['id']}']")).to_have_count(1)
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("alert")).to_have_text("Signed out.")
+    assert await page.evaluate("sessionStorage.length") == 0
 
 
 async def test_hostile_event_fields_are_shown_as_text_and_never_run(
