@@ -64,7 +64,10 @@ def load_console_files() -> dict[str, StaticFile]:
 def content_security_policy(host: str | None, secure: bool) -> str:
     connect = ["'self'"]
     if host and _HOST.match(host):
-        connect.append(("wss://" if secure else "ws://") + host)
+        # Behind a TLS-terminating proxy the request looks like plain http while
+        # the browser uses wss: a page served over http may use either.
+        schemes = ["wss"] if secure else ["ws", "wss"]
+        connect.extend(f"{scheme}://{host}" for scheme in schemes)
     return "; ".join(
         [
             "default-src 'none'",
@@ -72,7 +75,6 @@ def content_security_policy(host: str | None, secure: bool) -> str:
             "style-src 'self'",
             "img-src 'self'",
             "connect-src " + " ".join(connect),
-            "frame-src 'self'",
             "base-uri 'none'",
             "form-action 'self'",
             "frame-ancestors 'none'",

@@ -26,6 +26,7 @@ export class LiveTail {
     this.attempt = 0;
     this.timers = new Set();
     this.subscriptionId = 0;
+    this.awaitingPong = false;
     this.onOnline = () => { if (!this.stopped && !this.socket) this.connect(); };
   }
 
