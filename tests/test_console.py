@@ -17,8 +17,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from playwright.async_api import Browser, Download, async_playwright, expect
+from playwright.async_api import Browser, Download, WebSocketRoute, async_playwright, expect
 
+from auditlog import accounts
+from auditlog.runtime import Services
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, ConsolePage, open_console
 from tests.conftest import JWT_SECRET, RunningService, WorkspaceKeys, event
 
@@ -426,10 +428,10 @@ async def test_live_tail_resumes_after_a_dropped_connection_without_losing_event
 ) -> None:
     await ingest(workspace, [event(occurredAt=ago(10))])
     page = console.page
-    sockets: list[Any] = []
+    sockets: list[WebSocketRoute] = []
     hold = {"refuse": False}
 
-    async def through(ws: Any) -> None:
+    async def through(ws: WebSocketRoute) -> None:
         # A transparent proxy to the real service, so the test can cut the line.
         if hold["refuse"]:
             await ws.close(code=1011, reason="down")
@@ -458,6 +460,32 @@ async def test_live_tail_resumes_after_a_dropped_connection_without_losing_event
     ids = await console.row_ids()
     assert ids[:4] == [after["id"], while_down[1]["id"], while_down[0]["id"], first_live["id"]]
     assert len(ids) == len(set(ids)) == 5 + 4  # with the four key-created events
+
+
+async def test_live_tail_with_a_revoked_key_returns_to_sign_in(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    created = await accounts.create_key(
+        services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
+    )
+    page = console.page
+    sockets: list[WebSocketRoute] = []
+
+    def through(ws: WebSocketRoute) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    await page.route_web_socket("**/graphql", through)
+    await console.signed_in(created.key)
+    await page.get_by_label("Live tail").check()
+    await expect(page.locator("#live-status")).to_contain_text("Live")
+    await accounts.revoke_key(services.pool, services.ingestor, created.id)
+    await sockets[-1].close(code=1011, reason="dropped by test")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("401", timeout=20_000)
+    await expect(alert).to_contain_text("revoked")
+    await expect(page.locator("#console")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
 
 
 async def test_console_is_served_with_a_strict_csp(service: RunningService) -> None:

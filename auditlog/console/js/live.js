@@ -17,7 +17,7 @@ const FATAL_ERRORS = new Set(["UNAUTHENTICATED", "FORBIDDEN", "BAD_USER_INPUT", 
 
 export class LiveTail {
   // options: url, token, query, filter, after (cursor or null),
-  // onEdge(edge), onStatus(state, message) with state live|connecting|reconnecting|off|error
+  // onEdge(edge), onStatus(state, message) with state live|connecting|reconnecting|off|error|unauthorized
   constructor(options) {
     this.options = options;
     this.after = options.after || null;
@@ -90,6 +90,11 @@ export class LiveTail {
       if (this.socket !== socket) return;
       this.socket = null;
       if (this.stopped) return;
+      if (ev.code === 4401) {
+        // The token was revoked or expired while the tail ran.
+        this.stop("unauthorized", ev.reason || "the token is no longer accepted");
+        return;
+      }
       if (FATAL_CLOSE.has(ev.code)) {
         this.stop("error", ev.code === 4403 ? "Live tail refused: this token may not read the audit log." :
           `Live tail refused by the service (${ev.reason || ev.code}).`);

@@ -181,6 +181,11 @@ function startLive() {
       showCount();
     },
     onStatus: (kind, message) => {
+      if (kind === "unauthorized") {
+        state.tail = null;
+        handleError(new ApiError("UNAUTHENTICATED", `The live tail was refused (${message}).`));
+        return;
+      }
       if (kind === "error" || kind === "off") state.tail = null;
       liveStatus(kind, message);
     },
