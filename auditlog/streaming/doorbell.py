@@ -75,7 +75,7 @@ class DoorbellListener:
         self._workspaces.discard(workspace_id)
         task = self._channel_tasks.pop(workspace_id, None)
         if task is not None:
-            task.cancel()
+            task.cancel()  # its own finally unsubscribes the channel
 
     def _listen(self, workspace_id: str) -> None:
         if self._broadcast is None or workspace_id in self._channel_tasks:
@@ -103,27 +103,24 @@ class DoorbellListener:
 
     async def _session(self) -> None:
         broadcast = self.bus.broadcast if self._shared else Broadcast(self.bus.url)
+        beats: list[asyncio.Task[None]] = []
         try:
             if not self._shared:
                 await broadcast.connect()
             self._broadcast = broadcast
             self.connections += 1
-            beats = asyncio.get_running_loop().create_task(self._receive_beats(broadcast))
+            beats.append(asyncio.get_running_loop().create_task(self._receive_beats(broadcast)))
             for workspace_id in sorted(self._workspaces):
                 self._listen(workspace_id)
                 self._ring(workspace_id)  # catch up whatever was rung while we were away
-            try:
-                await self._beat(broadcast)
-            finally:
-                beats.cancel()
+            await self._beat(broadcast)
         finally:
             self._broadcast = None
-            for task in self._channel_tasks.values():
-                task.cancel()
+            tasks = beats + list(self._channel_tasks.values())
             self._channel_tasks.clear()
+            await _cancel_all(tasks)  # before closing: their unsubscribe would reconnect
             if not self._shared:
-                with contextlib.suppress(Exception):
-                    await broadcast.disconnect()
+                await _close(broadcast)
 
     async def _receive_beats(self, broadcast: Broadcast) -> None:
         with contextlib.suppress(Exception):
@@ -139,3 +136,29 @@ class DoorbellListener:
             await asyncio.sleep(self._heartbeat_interval)
             if time.monotonic() - self._last_beat > self._heartbeat_timeout:
                 raise BusDown("heartbeat not received")
+
+
+async def _close(broadcast: Broadcast) -> None:
+    """Disconnect, even from a dead Redis: broadcaster stops at the first error and
+    would leave the publishing connection open, so close each piece on its own."""
+    with contextlib.suppress(Exception):
+        await broadcast.disconnect()
+    backend = getattr(broadcast, "_backend", None)
+    listener = getattr(backend, "_listener", None)
+    if isinstance(listener, asyncio.Task):
+        listener.cancel()
+        with contextlib.suppress(BaseException):
+            await listener  # also retrieves the error it died of
+    for name in ("_pubsub", "_conn"):
+        closer = getattr(getattr(backend, name, None), "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
