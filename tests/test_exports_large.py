@@ -155,3 +155,18 @@ async def test_partner_script_from_the_docs_downloads_every_part(
     ids = [row[0] for f in files for row in csv_rows(f.read_bytes())[1:]]
     assert len(ids) == BULK and set(ids) == bulk.ids
     assert f"{BULK} events in 3 files" in stdout.decode()
+
+
+async def test_abandoned_downloads_give_their_connection_back(
+    bulk: BulkData, services: Services, http: httpx.AsyncClient
+) -> None:
+    export = await create_export(bulk.ws, "CSV", {"actorId": "bulk"})
+    url = export["files"][0]["url"]
+    for _ in range(services.pool.get_max_size() + 2):
+        async with httpx.AsyncClient(timeout=30) as client, client.stream("GET", url) as response:
+            assert response.status_code == 200
+            async for _chunk in response.aiter_raw():
+                break  # the client goes away in the middle of the file
+    # Were connections leaked, the pool would be exhausted and this would hang.
+    rows = csv_rows((await asyncio.wait_for(download(http, url), timeout=30)).content)
+    assert len(rows) == 1 + 10_000

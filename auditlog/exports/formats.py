@@ -8,15 +8,11 @@ the stored payloads, verbatim. NDJSON: one stored payload a line.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from auditlog.ingest.canonical import canonical_json
 
 CSV_COLUMNS = (
     "id",
@@ -55,52 +51,63 @@ FORMATS = {
 }
 
 
-def neutralise(value: Any) -> str:
-    """A CSV cell: empty for null, with a leading apostrophe where it would be a formula."""
+_EMPTY: dict[str, Any] = {}
+
+
+def text_cell(value: str | None) -> str:
+    """A text cell: neutralised when it would run as a formula, quoted when it must be."""
     if value is None:
         return ""
-    text = value if isinstance(value, str) else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    if value.startswith(_FORMULA_STARTS):
+        value = "'" + value
+    if '"' in value or "," in value or "\n" in value or "\r" in value:
+        return '"' + value.replace('"', '""') + '"'
+    return value
 
 
-def csv_cells(payload: dict[str, Any]) -> list[str]:
-    """One event as the CSV columns, in CSV_COLUMNS order."""
-    actor = payload.get("actor") or {}
-    location = payload.get("location") or {}
-    device = payload.get("device") or {}
-    values = (
-        payload.get("id"),
-        payload.get("occurredAt"),
-        payload.get("category"),
-        payload.get("action"),
-        actor.get("type"),
-        actor.get("id"),
-        actor.get("name"),
-        actor.get("email"),
-        canonical_json(payload.get("targets") or []),
-        payload.get("ipAddress"),
-        location.get("city"),
-        location.get("region"),
-        location.get("country"),
-        device.get("browser"),
-        device.get("os"),
-        device.get("device"),
-        payload.get("userAgent"),
-        canonical_json(payload.get("metadata") or {}),
+def _json_cell(value: Any) -> str:
+    # The payload's keys are already sorted, so this is the canonical form again.
+    return '"' + orjson.dumps(value).decode().replace('"', '""') + '"'
+
+
+def csv_line(payload_text: str) -> str:
+    """One stored payload as a CSV record (CSV_COLUMNS order, CRLF-terminated).
+
+    id, occurredAt, category, action, actor type and IP address are written by
+    the service from validated values (a UUID, a UTC timestamp, catalog names,
+    an enum, an address) and need neither quoting nor neutralising.
+    """
+    event = orjson.loads(payload_text)
+    actor = event["actor"]
+    location = event.get("location") or _EMPTY
+    device = event.get("device") or _EMPTY
+    cells = (
+        event["id"],
+        event["occurredAt"],
+        event["category"],
+        event["action"],
+        actor["type"],
+        text_cell(actor.get("id")),
+        text_cell(actor.get("name")),
+        text_cell(actor.get("email")),
+        _json_cell(event.get("targets") or []),
+        event.get("ipAddress") or "",
+        text_cell(location.get("city")),
+        text_cell(location.get("region")),
+        text_cell(location.get("country")),
+        text_cell(device.get("browser")),
+        text_cell(device.get("os")),
+        text_cell(device.get("device")),
+        text_cell(event.get("userAgent")),
+        _json_cell(event.get("metadata") or _EMPTY),
     )
-    return [neutralise(v) for v in values]
+    return ",".join(cells) + "\r\n"
 
 
 async def _encode_csv(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    yield buffer.getvalue().encode()
+    yield (",".join(CSV_COLUMNS) + "\r\n").encode()
     async for batch in batches:
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows(csv_cells(orjson.loads(text)) for text in batch)
-        yield buffer.getvalue().encode()
+        yield "".join([csv_line(text) for text in batch]).encode()
 
 
 async def _encode_json(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:

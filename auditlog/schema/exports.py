@@ -35,7 +35,7 @@ class ExportFile:
     part: int
     row_count: int
     url: str = strawberry.field(
-        description="Signed download link (plain GET, no header); expires after an hour."
+        description="Signed download link (plain GET, no header); expires after an hour by default."
     )
 
 

@@ -10,6 +10,8 @@ the rows that were committed when the export was created, never one more.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator
@@ -213,7 +215,7 @@ async def read_exports(
     return [_row(r) for r in records]
 
 
-def _part_query(row: ExportRow, part: int) -> tuple[str, list[object]]:
+def part_query(row: ExportRow, part: int) -> tuple[str, list[object]]:
     plan = row.plan
     where, args = _snapshot_where(
         row.workspace_id, row.criteria, plan.snapshot, plan.retention_start
@@ -238,8 +240,18 @@ async def stream_export_part(
     """The stored payloads of one part, newest first, in batches from a server-side cursor."""
     if not 1 <= part <= row.part_count:
         raise ValueError(f"part must be between 1 and {row.part_count}")
-    sql, args = _part_query(row, part)
+    sql, args = part_query(row, part)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         cursor = await conn.cursor(sql, *args)
-        while batch := await cursor.fetch(batch_size):
-            yield [record[0] for record in batch]
+        # The database reads the next batch while the caller encodes this one.
+        pending = asyncio.ensure_future(cursor.fetch(batch_size))
+        try:
+            while batch := await pending:
+                pending = asyncio.ensure_future(cursor.fetch(batch_size))
+                await asyncio.sleep(0)  # let the fetch go out before the caller's work
+                yield [record[0] for record in batch]
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
