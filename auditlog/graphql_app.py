@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -32,7 +33,14 @@ class AuditLogGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> str | bytes:
         # Live events shared by identical subscriptions are serialised once.
-        return encode_shared_message(data) or super().encode_json(data)
+        shared = encode_shared_message(data)
+        if shared is not None:
+            return shared
+        # orjson: a page of 500 events with payloads is megabytes; json.dumps is slow.
+        encoded = orjson.dumps(data)
+        # A websocket message (it has a "type"; an HTTP answer never does) must stay
+        # text: strawberry sends bytes as a binary frame, which clients refuse.
+        return encoded.decode() if isinstance(data, dict) and "type" in data else encoded
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket | None

@@ -17,15 +17,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from auditlog import accounts
+from auditlog.cursors import CursorCodec
+from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.service import Ingestor
 from auditlog.runtime import migrate
-from bench.query_data import BenchData, generate, loaded_count
+from auditlog.storage.database import create_pool
+from auditlog.storage.events import TimePosition
+from bench.query_data import BIG, BenchData, generate, loaded_count
+from bench.query_measure import (
+    Case,
+    Timing,
+    cursor_of_page,
+    explain_prepared,
+    http_timing,
+    page_position,
+    page_sql,
+    sql_timing,
+    strawberry_floor,
+)
+
+SECRET_KEY = "bench-query-secret-key-0123456789abcdef"
+OUT = Path(__file__).resolve().parent / "out"
 
 
 def _database_url(server_url: str, name: str) -> str:
@@ -73,6 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--server-url",
         default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
+    parser.add_argument("--deep-page", type=int, default=1000)
     parser.add_argument("--generate-only", action="store_true")
     return parser.parse_args(argv)
 
@@ -83,6 +111,146 @@ async def main(argv: list[str] | None = None) -> None:
     url = await prepare_database(args.server_url, args.db_name, data)
     if args.generate_only:
         return
+    await run_benchmark(url, args.requests, args.deep_page)
+
+
+@contextmanager
+def serve(url: str, port: int) -> Iterator[str]:
+    """`auditlog serve` on the bench database, in its own process."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "AUDITLOG_SECRET_KEY": SECRET_KEY,
+        "AUDITLOG_DATA_DIR": tempfile.mkdtemp(prefix="auditlog-bench-"),
+    }
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port)]
+    command += ["--no-background", "--log-level", "warning"]
+    process = subprocess.Popen(command, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("the service did not start")
+        yield base
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def cases(deep_cursor: str) -> list[Case]:
+    day = (datetime.now(UTC) - timedelta(days=100)).replace(hour=0, minute=0, second=0)
+    day = day.replace(microsecond=0)
+    return [
+        Case("first page, unfiltered", {}),
+        Case("actorEmail", {"actorEmail": f"user42@{BIG}.example"}),
+        Case("category", {"categories": ["AUTHENTICATION"]}),
+        Case("action prefix", {"actions": ["user.login.*"]}),
+        Case("CIDR", {"ipAddress": "81.2.69.0/24"}),
+        Case(
+            "one day",
+            {
+                "occurredFrom": day.isoformat(),
+                "occurredTo": (day + timedelta(days=1)).isoformat(),
+            },
+        ),
+        Case("page 1,000 by cursors", {}, after=deep_cursor),
+    ]
+
+
+def row(name: str, *cells: object) -> str:
+    return f"{name:<24}" + "".join(f"{c!s:>14}" for c in cells)
+
+
+def ms(t: Timing) -> str:
+    return f"{t.p50_ms:.2f}/{t.p99_ms:.2f}"
+
+
+async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
+    OUT.mkdir(exist_ok=True)
+    pool = await create_pool(url, min_size=1, max_size=2)
+    codec = CursorCodec(SECRET_KEY)
+    try:
+        async with pool.acquire() as conn:
+            mode = await conn.fetchval("SHOW plan_cache_mode")
+            partitions = await conn.fetchval(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'audit_events'::regclass"
+            )
+            in_big = await conn.fetchval(
+                "SELECT count(*) FROM audit_event_ids WHERE workspace_id = $1", BIG
+            )
+        print(f"\npool plan_cache_mode = {mode}; {partitions} partitions; {in_big:,} in {BIG}")
+        key = await accounts.create_key(
+            pool, Ingestor(pool, GeoIP(None)), workspace_id=BIG, role="admin"
+        )
+        with serve(url, 8765) as base:
+            client = httpx.Client(
+                base_url=base, headers={"Authorization": f"Bearer {key.key}"}, timeout=60
+            )
+            started = time.perf_counter()
+            deep = cursor_of_page(client, deep_page)
+            print(f"walked to page {deep_page:,} in {time.perf_counter() - started:.1f} s")
+            print(
+                "\n" + row("p50/p99 ms", "HTTP", "SQL floor", "Strawberry", "HTTP/SQL", "HTTP/SB")
+            )
+            results = []
+            for case in cases(deep):
+                e2e = http_timing(client, case, requests)
+                after = page_position(codec, BIG, case.after)
+                sql, rows = await sql_timing(pool, BIG, case, after, requests)
+                gql = await strawberry_floor(codec, BIG, rows, case, requests)
+                results.append((case, e2e, sql, gql, after))
+                print(
+                    row(
+                        case.name,
+                        ms(e2e),
+                        ms(sql),
+                        ms(gql),
+                        f"{e2e.p50_ms / sql.p50_ms:.1f}x",
+                        f"{e2e.p50_ms / gql.p50_ms:.2f}x",
+                    ),
+                    flush=True,
+                )
+            first_page = results[0][1].p50_ms
+            print(f"\npage {deep_page:,} / page 1 (p50): {results[-1][1].p50_ms / first_page:.2f}x")
+        await explain_all(pool, [(c, a) for c, _, _, _, a in results])
+    finally:
+        await pool.close()
+
+
+async def explain_all(pool: asyncpg.Pool, todo: list[tuple[Case, TimePosition | None]]) -> None:
+    print("\nEXPLAIN (ANALYZE, BUFFERS) as the service runs it (runtime role, pool settings):")
+    print(row("query", "parts 1st", "parts 7th", "ms 7th", "") + "  indexes (7th run)")
+    async with pool.acquire() as conn:
+        for case, after in todo:
+            sql, args = page_sql(BIG, case, after)
+            first, seventh = await explain_prepared(conn, sql, args)
+            slug = case.name.split(",")[0].replace(" ", "-")
+            (OUT / f"explain-{slug}.txt").write_text(f"{sql}\n{args}\n\n{seventh.text}\n")
+            print(
+                row(case.name, first.partitions, seventh.partitions, seventh.execution_ms, "")
+                + "  "
+                + ", ".join(seventh.indexes)
+            )
+        # Why the pool sets plan_cache_mode: the same statement under the default.
+        case, after = todo[5]
+        sql, args = page_sql(BIG, case, after)
+        await conn.execute("SET plan_cache_mode = auto")
+        try:
+            _, generic = await explain_prepared(conn, sql, args)
+        finally:
+            await conn.execute("RESET plan_cache_mode")
+        plan = "generic" if "$" in generic.text else "custom"
+        print(
+            f"for comparison, plan_cache_mode=auto, {case.name}, 7th run: {plan} plan, "
+            f"{generic.partitions} partition(s) scanned, {generic.execution_ms} ms"
+        )
+    print(f"plans written to {OUT}/explain-*.txt")
 
 
 if __name__ == "__main__":

@@ -116,7 +116,10 @@ class BenchData:
 
 
 async def loaded_count(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM audit_event_ids"))
+    """How many events `generate` wrote into this database (0: none, or interrupted)."""
+    if await conn.fetchval("SELECT to_regclass('bench_generated')") is None:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(total), 0) FROM bench_generated"))
 
 
 async def generate(conn: asyncpg.Connection, data: BenchData, chunk: int = 250_000) -> None:
@@ -161,4 +164,6 @@ async def generate(conn: asyncpg.Connection, data: BenchData, chunk: int = 250_0
     )
     await conn.execute("ANALYZE audit_events")
     await conn.execute("ANALYZE audit_event_ids")
+    await conn.execute("CREATE TABLE bench_generated (total bigint NOT NULL)")
+    await conn.execute("INSERT INTO bench_generated VALUES ($1)", data.total)
     print(f"  generated {data.total:,} events in {time.perf_counter() - started:.0f} s")

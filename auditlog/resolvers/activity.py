@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from auditlog.errors import BadInputError
-from auditlog.resolvers.events import read_caller_workspace
+from auditlog.resolvers.events import read_workspace_or_fail
 from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Context
 from auditlog.storage.activity import read_actor_activity
@@ -24,10 +24,10 @@ async def actor_activity(
         )
     if occurred_from is not None and occurred_to is not None and occurred_from >= occurred_to:
         raise BadInputError("occurredTo", "must be later than occurredFrom")
-    workspace = await read_caller_workspace(ctx, workspace_id)
-    retention = workspace.retention_start(datetime.now(UTC))
-    if retention is not None and (occurred_from is None or occurred_from < retention):
-        occurred_from = retention
     async with ctx.services.pool.acquire() as conn:
+        workspace = await read_workspace_or_fail(conn, workspace_id)
+        retention = workspace.retention_start(datetime.now(UTC))
+        if retention is not None and (occurred_from is None or occurred_from < retention):
+            occurred_from = retention
         rows = await read_actor_activity(conn, workspace_id, email, occurred_from, occurred_to)
     return ActorActivity.from_rows(email, rows)

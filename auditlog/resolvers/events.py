@@ -5,11 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
 import strawberry
 
 from auditlog.catalog import CATALOG
+from auditlog.cursors import CursorCodec
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.paging import PageRequest, read_page
+from auditlog.paging import Page, PageRequest, read_page
 from auditlog.schema.context import Context
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.types import (
@@ -36,9 +38,8 @@ def _page_size(value: int | None, argument: str) -> int:
     return value
 
 
-async def read_caller_workspace(ctx: Context, workspace_id: str) -> WorkspaceRow:
-    async with ctx.services.pool.acquire() as conn:
-        row = await read_workspace(conn, workspace_id)
+async def read_workspace_or_fail(conn: asyncpg.Connection, workspace_id: str) -> WorkspaceRow:
+    row = await read_workspace(conn, workspace_id)
     if row is None:
         raise NotFoundError("workspace not found")
     return row
@@ -61,9 +62,6 @@ async def audit_events(
     before_c = codec.decode(workspace_id, before, "before") if before is not None else None
     backward = last is not None or (before_c is not None and first is None)
     size = _page_size(last if backward else first, "last" if backward else "first")
-    workspace = await read_caller_workspace(ctx, workspace_id)
-    retention = workspace.retention_start(datetime.now(UTC))
-
     request = PageRequest(
         size=size,
         backward=backward,
@@ -71,7 +69,13 @@ async def audit_events(
         before=TimePosition(before_c.occurred_at, before_c.seq) if before_c else None,
     )
     async with ctx.services.pool.acquire() as conn:
+        workspace = await read_workspace_or_fail(conn, workspace_id)
+        retention = workspace.retention_start(datetime.now(UTC))
         page = await read_page(conn, workspace_id, flt, request, retention)
+    return connection_from_page(codec, workspace_id, page)
+
+
+def connection_from_page(codec: CursorCodec, workspace_id: str, page: Page) -> AuditEventConnection:
     edges = [
         AuditEventEdge(
             cursor=codec.encode(workspace_id, r.occurred_at, r.seq, r.xid),
@@ -96,8 +100,8 @@ async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
         event_id = uuid.UUID(str(id))
     except ValueError:
         return None  # no event can have that id
-    workspace = await read_caller_workspace(ctx, workspace_id)
     async with ctx.services.pool.acquire() as conn:
+        workspace = await read_workspace_or_fail(conn, workspace_id)
         row = await event_store.read_event_by_id(
             conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))
         )
@@ -112,4 +116,5 @@ async def workspace(ctx: Context) -> Workspace:
     if ctx.principal is None or ctx.principal.workspace_id is None:
         ctx.reader_workspace()
     assert ctx.principal is not None and ctx.principal.workspace_id is not None
-    return Workspace.from_row(await read_caller_workspace(ctx, ctx.principal.workspace_id))
+    async with ctx.services.pool.acquire() as conn:
+        return Workspace.from_row(await read_workspace_or_fail(conn, ctx.principal.workspace_id))

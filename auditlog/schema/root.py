@@ -88,7 +88,7 @@ class Mutation(ExportMutation):
     pass
 
 
-def build_schema() -> AuditLogSchema:
+def build_schema(query: type = Query) -> AuditLogSchema:
     # Factories: a fresh extension per request. The parse and validation caches
     # live at module level in Strawberry, shared by every request.
     extensions: list[Any] = [
@@ -98,7 +98,7 @@ def build_schema() -> AuditLogSchema:
         ErrorCodes,
     ]
     return AuditLogSchema(
-        query=Query,
+        query=query,
         subscription=Subscription,
         execution_context_class=SharedEventExecutor,
         mutation=Mutation,

@@ -97,7 +97,7 @@ def _snapshot_where(
     workspace_id: str, flt: EventFilter, snapshot: str, retention_start: datetime | None
 ) -> tuple[list[str], list[object]]:
     args: list[object] = [workspace_id]
-    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start)]
+    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start, None)]
     args.append(snapshot)
     where.append(f"pg_visible_in_snapshot(xid, ${len(args)}::text::pg_snapshot)")
     return where, args
