@@ -52,13 +52,14 @@ function showCount() {
   setStatus(`${table.size.toLocaleString()} event${table.size === 1 ? "" : "s"} shown, newest first.`);
 }
 
-function showSignIn(message = "") {
+function showSignIn(message = "", kind = "error") {
   stopLive();
   table.reset();
   show(ui.console, false);
   show(ui.session, false);
   show(ui.signIn, true);
   setText(ui.signInError, message);
+  ui.signInError.className = kind;
   show(ui.signInError, Boolean(message));
   for (const d of document.querySelectorAll("dialog[open]")) d.close();
   ui.signInForm.elements.token.focus();
@@ -213,7 +214,7 @@ function wire() {
   });
   byId("sign-out").addEventListener("click", () => {
     session.clear();
-    showSignIn("Signed out.");
+    showSignIn("Signed out.", "notice");
   });
   ui.filters.addEventListener("submit", (ev) => {
     ev.preventDefault();
