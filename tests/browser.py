@@ -14,6 +14,7 @@ from playwright.async_api import (
     Dialog,
     Locator,
     Page,
+    WebSocketRoute,
     expect,
 )
 
@@ -86,3 +87,28 @@ async def open_console(browser: Browser, base_url: str) -> ConsolePage:
     page.on("pageerror", lambda error: opened.page_errors.append(str(error)))
     page.on("console", on_console)
     return opened
+
+
+@dataclass
+class LiveLine:
+    """The page's /graphql websockets, proxied through Playwright to the real
+    service so a test can cut the line (`cut`) or refuse new connections."""
+
+    sockets: list[WebSocketRoute] = field(default_factory=list)
+    refuse: bool = False
+
+    @classmethod
+    async def install(cls, page: Page) -> LiveLine:
+        line = cls()
+        await page.route_web_socket("**/graphql", line._route)
+        return line
+
+    async def _route(self, ws: WebSocketRoute) -> None:
+        if self.refuse:
+            await ws.close(code=1011, reason="service down (test)")
+            return
+        ws.connect_to_server()
+        self.sockets.append(ws)
+
+    async def cut(self) -> None:
+        await self.sockets[-1].close(code=1011, reason="dropped by test")

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from playwright.async_api import Browser, Download, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Browser, Download, async_playwright, expect
 
 from auditlog import accounts
 from auditlog.runtime import Services
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, ConsolePage, open_console
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, ConsolePage, LiveLine, open_console
 from tests.conftest import JWT_SECRET, RunningService, WorkspaceKeys, event
 
 pytestmark = pytest.mark.browser
@@ -428,18 +428,7 @@ async def test_live_tail_resumes_after_a_dropped_connection_without_losing_event
 ) -> None:
     await ingest(workspace, [event(occurredAt=ago(10))])
     page = console.page
-    sockets: list[WebSocketRoute] = []
-    hold = {"refuse": False}
-
-    async def through(ws: WebSocketRoute) -> None:
-        # A transparent proxy to the real service, so the test can cut the line.
-        if hold["refuse"]:
-            await ws.close(code=1011, reason="down")
-            return
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await page.route_web_socket("**/graphql", through)
+    line = await LiveLine.install(page)
     await console.signed_in(workspace.admin)
     await page.get_by_label("Live tail").check()
     await expect(page.locator("#live-status")).to_contain_text("Live")
@@ -447,12 +436,12 @@ async def test_live_tail_resumes_after_a_dropped_connection_without_losing_event
     await ingest(workspace, [first_live])
     await expect(console.rows().first).to_have_attribute("data-event-id", first_live["id"])
 
-    hold["refuse"] = True
-    await sockets[-1].close(code=1011, reason="dropped by test")
+    line.refuse = True
+    await line.cut()
     await expect(page.locator("#live-status")).to_contain_text("reconnecting")
     while_down = [event("file.deleted"), event("folder.created")]
     await ingest(workspace, while_down)
-    hold["refuse"] = False
+    line.refuse = False
     await expect(page.locator("#live-status")).to_contain_text("Live", timeout=20_000)
     after = event("file.share.created")
     await ingest(workspace, [after])
@@ -469,18 +458,12 @@ async def test_live_tail_with_a_revoked_key_returns_to_sign_in(
         services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
     )
     page = console.page
-    sockets: list[WebSocketRoute] = []
-
-    def through(ws: WebSocketRoute) -> None:
-        ws.connect_to_server()
-        sockets.append(ws)
-
-    await page.route_web_socket("**/graphql", through)
+    line = await LiveLine.install(page)
     await console.signed_in(created.key)
     await page.get_by_label("Live tail").check()
     await expect(page.locator("#live-status")).to_contain_text("Live")
     await accounts.revoke_key(services.pool, services.ingestor, created.id)
-    await sockets[-1].close(code=1011, reason="dropped by test")
+    await line.cut()
     alert = page.get_by_role("alert")
     await expect(alert).to_contain_text("401", timeout=20_000)
     await expect(alert).to_contain_text("revoked")
