@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from playwright.async_api import (
     Browser,
@@ -29,6 +30,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"
 LAPTOP = {"width": 1440, "height": 900}
+# The browser's time zone, unlike the machine's: the console must show local time.
+BROWSER_ZONE = ZoneInfo("Europe/Berlin")
 
 
 @dataclass
@@ -69,7 +72,7 @@ class ConsolePage:
 
 async def open_console(browser: Browser, base_url: str) -> ConsolePage:
     context = await browser.new_context(
-        viewport=LAPTOP, accept_downloads=True, timezone_id="Europe/Berlin", locale="en-GB"
+        viewport=LAPTOP, accept_downloads=True, timezone_id=BROWSER_ZONE.key, locale="en-GB"
     )
     context.set_default_timeout(15_000)
     page = await context.new_page()
