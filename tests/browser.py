@@ -30,6 +30,8 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"
 LAPTOP = {"width": 1440, "height": 900}
+# A shared 2-core CI machine: give assertions on the page more than the default 5 s.
+expect.set_options(timeout=10_000)
 # The browser's time zone, unlike the machine's: the console must show local time.
 BROWSER_ZONE = ZoneInfo("Europe/Berlin")
 
