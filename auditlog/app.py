@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
+from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.exports import download_export_part
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
+            *console_routes(),
         ],
         lifespan=lifespan,
     )
