@@ -121,11 +121,13 @@ async def claim_event_ids(
     """Record ids in the idempotency ledger; return those that were new.
 
     A concurrent transaction claiming the same id makes this wait for it, then
-    reports the id as taken: two identical batches racing store one copy.
+    reports the id as taken: two identical batches racing store one copy. Ids
+    are claimed in key order, so batches overlapping in any order cannot deadlock.
     """
     records = await conn.fetch(
         """INSERT INTO audit_event_ids (workspace_id, id, occurred_at)
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(w, i, t)
+           ORDER BY w, i
            ON CONFLICT DO NOTHING
            RETURNING workspace_id, id""",
         workspace_ids,
@@ -162,7 +164,8 @@ async def record_login_history(
     workspace_id: str,
     seen: Sequence[tuple[str, str, str, datetime]],
 ) -> None:
-    """Upsert (actor_key, kind, value, occurred_at) seen on successful logins."""
+    """Upsert (actor_key, kind, value, occurred_at) seen on successful logins,
+    in key order so concurrent batches lock rows in the same order (no deadlock)."""
     if not seen:
         return
     await conn.execute(
@@ -171,6 +174,7 @@ async def record_login_history(
            SELECT $1, k, kind, v, min(t), max(t), count(*)
            FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(k, kind, v, t)
            GROUP BY k, kind, v
+           ORDER BY k, kind, v
            ON CONFLICT (workspace_id, actor_key, kind, value) DO UPDATE SET
                first_seen = least(s.first_seen, excluded.first_seen),
                last_seen = greatest(s.last_seen, excluded.last_seen),
