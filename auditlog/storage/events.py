@@ -147,14 +147,22 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
 
 
 async def read_login_history(
-    conn: asyncpg.Connection, workspace_id: str, actor_keys: list[str]
+    conn: asyncpg.Connection, workspace_id: str, candidates: Sequence[tuple[str, str, str]]
 ) -> set[tuple[str, str, str]]:
-    """(actor_key, kind, value) already seen on successful logins of these actors."""
+    """Which of these (actor_key, kind, value) were already seen on successful logins.
+
+    Only the batch's own values are looked up, so the cost does not grow with an
+    actor's history.
+    """
     records = await conn.fetch(
-        """SELECT actor_key, kind, value FROM actor_logins_seen
-           WHERE workspace_id = $1 AND actor_key = ANY($2::text[])""",
+        """SELECT s.actor_key, s.kind, s.value
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS c(k, kind, v)
+           JOIN actor_logins_seen s
+             ON s.workspace_id = $1 AND s.actor_key = c.k AND s.kind = c.kind AND s.value = c.v""",
         workspace_id,
-        actor_keys,
+        [c[0] for c in candidates],
+        [c[1] for c in candidates],
+        [c[2] for c in candidates],
     )
     return {(r["actor_key"], r["kind"], r["value"]) for r in records}
 
