@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -21,6 +22,12 @@ from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
 
 log = logging.getLogger(__name__)
+
+
+def create_app_from_env() -> Starlette:
+    """The app for each process of `serve --workers N`: settings from the environment
+    (the parent puts the resolved database URL and secret key there)."""
+    return create_app(background=os.environ.get("AUDITLOG_BACKGROUND", "1") != "0")
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> Starlette:

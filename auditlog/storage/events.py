@@ -172,21 +172,20 @@ async def record_login_history(
     workspace_id: str,
     seen: Sequence[tuple[str, str, str, datetime]],
 ) -> None:
-    """Upsert (actor_key, kind, value, occurred_at) seen on successful logins,
-    in key order so concurrent batches lock rows in the same order (no deadlock)."""
+    """Remember (actor_key, kind, value) first seen at occurred_at on a successful login.
+
+    Insert-only, in key order: a value already known is skipped without a lock,
+    so concurrent batches of the same actors do not wait for each other.
+    """
     if not seen:
         return
     await conn.execute(
-        """INSERT INTO actor_logins_seen AS s
-               (workspace_id, actor_key, kind, value, first_seen, last_seen, count)
-           SELECT $1, k, kind, v, min(t), max(t), count(*)
+        """INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
+           SELECT $1, k, kind, v, min(t)
            FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(k, kind, v, t)
            GROUP BY k, kind, v
            ORDER BY k, kind, v
-           ON CONFLICT (workspace_id, actor_key, kind, value) DO UPDATE SET
-               first_seen = least(s.first_seen, excluded.first_seen),
-               last_seen = greatest(s.last_seen, excluded.last_seen),
-               count = s.count + excluded.count""",
+           ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING""",
         workspace_id,
         [s[0] for s in seen],
         [s[1] for s in seen],
