@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -10,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
+from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.exports import download_export_part
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
@@ -21,6 +23,12 @@ from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
 
 log = logging.getLogger(__name__)
+
+
+def create_app_from_env() -> Starlette:
+    """The app for each process of `serve --workers N`: settings from the environment
+    (the parent puts the resolved database URL and secret key there)."""
+    return create_app(background=os.environ.get("AUDITLOG_BACKGROUND", "1") != "0")
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> Starlette:
@@ -52,6 +60,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
+            *console_routes(),
         ],
         lifespan=lifespan,
     )

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -114,13 +115,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         base = f"http://{args.host}:{args.port}"
         print(f"demo workspace 'demo' ready; console {base}/  GraphQL {base}/graphql")
         print(f"admin key for workspace demo: {key}", flush=True)
-    app = create_app(settings, background=not args.no_background)
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete; turning
     # that into a normal exit lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_normally)
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio"
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "ws": "websockets-sansio",
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, background=not args.no_background), **options)
+        return 0
+    # Several processes: each builds its app from the environment, so this one
+    # resolves the database (starting the embedded one if needed) and the secret
+    # key once and hands them down.
+    settings = settings.with_secret_key()
+    os.environ["DATABASE_URL"] = resolve_database_url(settings.database_url, settings.data_dir)
+    os.environ["AUDITLOG_SECRET_KEY"] = settings.secret_key
+    os.environ["AUDITLOG_BACKGROUND"] = "0" if args.no_background else "1"
+    uvicorn.run("auditlog.app:create_app_from_env", factory=True, workers=args.workers, **options)
     return 0
 
 
@@ -163,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run no stream workers or maintenance in this process",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (without REDIS_URL, live tail reaches other processes' "
+        "events by polling, within a second)",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     worker = sub.add_parser("worker", help="run stream delivery workers only (run many to scale)")

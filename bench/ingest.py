@@ -123,7 +123,7 @@ async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
     return timer.seconds
 
 
-async def main(total: int) -> None:
+async def main(total: int, server_workers: int) -> None:
     print(f"generating {total:,} events ...", flush=True)
     batches = make_batches(total)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,14 +133,17 @@ async def main(total: int) -> None:
             from auditlog.config import Settings
             from auditlog.runtime import open_services
 
-            settings = Settings(database_url=url_a, data_dir=Path(tmp), secret_key="b" * 32)
+            settings = Settings(
+                database_url=url_a, data_dir=Path(tmp), secret_key="b" * 32, geoip_db=mmdb
+            )
             async with open_services(settings, pool_size=2) as services:
                 await accounts.create_workspace(services.pool, "bench", "enterprise")
                 key = await accounts.create_key(
                     services.pool, services.ingestor, workspace_id="bench", role="ingest"
                 )
             env = {"AUDITLOG_GEOIP_DB": str(mmdb), "AUDITLOG_SECRET_KEY": "b" * 32}
-            async with server_process(url_a, env) as (base, _proc):
+            workers = ["--workers", str(server_workers)]
+            async with server_process(url_a, env, workers) as (base, _proc):
                 print(
                     f"HTTP ingest: {len(batches)} batches of {BATCH}, {CLIENTS} clients", flush=True
                 )
@@ -165,7 +168,8 @@ async def main(total: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--server-workers", type=int, default=1, help="`serve --workers N`")
     args = parser.parse_args()
     started = time.time()
-    asyncio.run(main(args.events))
+    asyncio.run(main(args.events, args.server_workers))
     print(f"total wall time {time.time() - started:.0f} s")

@@ -252,8 +252,13 @@ class Ingestor:
             by_workspace.setdefault(p.workspace_id, []).append(p)
         labels = {"ip": "NEW_IP", "country": "NEW_COUNTRY", "device": "NEW_DEVICE"}
         for ws_id, items in by_workspace.items():
-            keys = sorted({k for p in items if (k := _actor_key(p.event))})
-            seen = await event_store.read_login_history(conn, ws_id, keys)
+            candidates = {
+                (key, kind, value)
+                for p in items
+                if (key := _actor_key(p.event))
+                for kind, value in self._login_values(p)
+            }
+            seen = await event_store.read_login_history(conn, ws_id, sorted(candidates))
             learned: list[tuple[str, str, str, datetime]] = []
             for p in sorted(items, key=lambda p: p.event.occurred_at):
                 actor_key = _actor_key(p.event)

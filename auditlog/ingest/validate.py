@@ -29,6 +29,8 @@ MAX_STRING = 1024
 MAX_USER_AGENT = 2048
 FUTURE_SKEW = timedelta(minutes=5)
 ACTOR_TYPES = frozenset({"USER", "SYSTEM", "API_KEY"})
+_ACTOR_FIELDS = frozenset({"type", "id", "name", "email"})
+_TARGET_FIELDS = frozenset({"type", "id", "name"})
 _FIELDS = frozenset(
     {
         "id",
@@ -123,9 +125,9 @@ def _actor(raw: Any, errors: _Errors) -> Actor | None:
     if not isinstance(raw, dict):
         errors.add("actor", "is required and must be an object with a type")
         return None
-    unknown = set(raw) - {"type", "id", "name", "email"}
-    if unknown:
-        errors.add(f"actor.{sorted(unknown)[0]}", "is not a known actor field")
+    if not _ACTOR_FIELDS.issuperset(raw):
+        unknown = sorted(set(raw) - _ACTOR_FIELDS)[0]
+        errors.add(f"actor.{unknown}", "is not a known actor field")
     kind = raw.get("type")
     if kind not in ACTOR_TYPES:
         errors.add("actor.type", "must be one of USER, SYSTEM, API_KEY")
@@ -152,9 +154,9 @@ def _targets(raw: Any, errors: _Errors) -> tuple[Target, ...]:
         if not isinstance(item, dict):
             errors.add(path, "must be an object with a type")
             continue
-        unknown = set(item) - {"type", "id", "name"}
-        if unknown:
-            errors.add(f"{path}.{sorted(unknown)[0]}", "is not a known target field")
+        if not _TARGET_FIELDS.issuperset(item):
+            unknown = sorted(set(item) - _TARGET_FIELDS)[0]
+            errors.add(f"{path}.{unknown}", "is not a known target field")
         kind = item.get("type")
         if not isinstance(kind, str) or not kind or len(kind) > 128:
             errors.add(f"{path}.type", "is required: a string of 1 to 128 characters")
@@ -230,9 +232,8 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
     if not isinstance(raw, dict):
         errors.add("", "each event must be a JSON object")
         return errors.items
-    unknown = set(raw) - _FIELDS
-    if unknown:
-        errors.add(sorted(unknown)[0], "is not a known event field")
+    if not _FIELDS.issuperset(raw):
+        errors.add(sorted(set(raw) - _FIELDS)[0], "is not a known event field")
 
     event_id = _NO_ID
     id_given = raw.get("id") is not None

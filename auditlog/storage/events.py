@@ -121,11 +121,13 @@ async def claim_event_ids(
     """Record ids in the idempotency ledger; return those that were new.
 
     A concurrent transaction claiming the same id makes this wait for it, then
-    reports the id as taken: two identical batches racing store one copy.
+    reports the id as taken: two identical batches racing store one copy. Ids
+    are claimed in key order, so batches overlapping in any order cannot deadlock.
     """
     records = await conn.fetch(
         """INSERT INTO audit_event_ids (workspace_id, id, occurred_at)
-           SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[])
+           SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(w, i, t)
+           ORDER BY w, i
            ON CONFLICT DO NOTHING
            RETURNING workspace_id, id""",
         workspace_ids,
@@ -145,14 +147,22 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
 
 
 async def read_login_history(
-    conn: asyncpg.Connection, workspace_id: str, actor_keys: list[str]
+    conn: asyncpg.Connection, workspace_id: str, candidates: Sequence[tuple[str, str, str]]
 ) -> set[tuple[str, str, str]]:
-    """(actor_key, kind, value) already seen on successful logins of these actors."""
+    """Which of these (actor_key, kind, value) were already seen on successful logins.
+
+    Only the batch's own values are looked up, so the cost does not grow with an
+    actor's history.
+    """
     records = await conn.fetch(
-        """SELECT actor_key, kind, value FROM actor_logins_seen
-           WHERE workspace_id = $1 AND actor_key = ANY($2::text[])""",
+        """SELECT s.actor_key, s.kind, s.value
+           FROM unnest($2::text[], $3::text[], $4::text[]) AS c(k, kind, v)
+           JOIN actor_logins_seen s
+             ON s.workspace_id = $1 AND s.actor_key = c.k AND s.kind = c.kind AND s.value = c.v""",
         workspace_id,
-        actor_keys,
+        [c[0] for c in candidates],
+        [c[1] for c in candidates],
+        [c[2] for c in candidates],
     )
     return {(r["actor_key"], r["kind"], r["value"]) for r in records}
 
@@ -162,19 +172,20 @@ async def record_login_history(
     workspace_id: str,
     seen: Sequence[tuple[str, str, str, datetime]],
 ) -> None:
-    """Upsert (actor_key, kind, value, occurred_at) seen on successful logins."""
+    """Remember (actor_key, kind, value) first seen at occurred_at on a successful login.
+
+    Insert-only, in key order: a value already known is skipped without a lock,
+    so concurrent batches of the same actors do not wait for each other.
+    """
     if not seen:
         return
     await conn.execute(
-        """INSERT INTO actor_logins_seen AS s
-               (workspace_id, actor_key, kind, value, first_seen, last_seen, count)
-           SELECT $1, k, kind, v, min(t), max(t), count(*)
+        """INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
+           SELECT $1, k, kind, v, min(t)
            FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(k, kind, v, t)
            GROUP BY k, kind, v
-           ON CONFLICT (workspace_id, actor_key, kind, value) DO UPDATE SET
-               first_seen = least(s.first_seen, excluded.first_seen),
-               last_seen = greatest(s.last_seen, excluded.last_seen),
-               count = s.count + excluded.count""",
+           ORDER BY k, kind, v
+           ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING""",
         workspace_id,
         [s[0] for s in seen],
         [s[1] for s in seen],

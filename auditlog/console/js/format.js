@@ -1,0 +1,53 @@
+// Turning event fields into display text. Every value stays text.
+
+const localFormat = new Intl.DateTimeFormat(undefined, {
+  year: "numeric", month: "short", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", second: "2-digit",
+});
+
+export const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+
+export function localTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : localFormat.format(d);
+}
+
+export function utcTime(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? String(iso) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+}
+
+export function actorLines(actor) {
+  if (!actor || actor.type === "SYSTEM") return { name: actor?.name || "System", email: "" };
+  if (actor.type === "API_KEY") return { name: actor.name || "API key", email: actor.id || "" };
+  return { name: actor.name || actor.email || actor.id || "Unknown user", email: actor.name ? actor.email || "" : "" };
+}
+
+export function targetText(target) {
+  return target.name || target.id || target.type;
+}
+
+export function locationText(location) {
+  if (!location) return "";
+  return [location.city, location.region, location.country].filter(Boolean).join(", ");
+}
+
+export function deviceText(device) {
+  if (!device) return "";
+  const major = (v) => (v ? ` ${String(v).split(".")[0]}` : "");
+  const parts = [];
+  if (device.browser && device.browser !== "Other") parts.push(`${device.browser}${major(device.browserVersion)}`);
+  if (device.os && device.os !== "Other") parts.push(`${device.os}${device.osVersion ? ` ${device.osVersion}` : ""}`);
+  if (device.device && device.device !== "Other") parts.push(device.device);
+  return parts.join(" · ");
+}
+
+export const ANOMALY_LABELS = {
+  NEW_COUNTRY: ["New country", "First successful login of this actor from this country"],
+  NEW_DEVICE: ["New device", "First successful login of this actor from this device"],
+  NEW_IP: ["New IP", "First successful login of this actor from this IP address"],
+};
+
+export function anomalyLabel(code) {
+  return ANOMALY_LABELS[code] || [String(code), "Anomaly flagged at ingest"];
+}

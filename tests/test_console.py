@@ -1,0 +1,514 @@
+"""The Audit Logs console in a real browser (Debian's Chromium via Playwright),
+against the real service: sign-in, the table, hostile event fields, filters in
+the URL, row detail, actor investigation, export and the live tail."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from playwright.async_api import Browser, Download, async_playwright, expect
+
+from auditlog import accounts
+from auditlog.runtime import Services
+from tests.browser import (
+    BROWSER_ZONE,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ConsolePage,
+    LiveLine,
+    open_console,
+)
+from tests.conftest import JWT_SECRET, RunningService, WorkspaceKeys, event
+
+pytestmark = pytest.mark.browser
+
+HOSTILE_NAME = '<img src=x onerror="window.__pwned=1">'
+HOSTILE_SCRIPT = "<script>window.__pwned=2</script>"
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("/usr/bin/chromium is missing: apt-get install -y chromium (.ci/run does)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        yield launched
+        await launched.close()
+
+
+@pytest.fixture
+async def console(browser: Browser, service: RunningService) -> AsyncIterator[ConsolePage]:
+    opened = await open_console(browser, service.base_url)
+    yield opened
+    await opened.context.close()
+    assert not opened.page_errors, opened.page_errors
+    assert not opened.dialogs, opened.dialogs
+
+
+def ago(minutes: float) -> str:
+    return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
+
+
+async def ingest(workspace: WorkspaceKeys, events: list[dict[str, Any]]) -> None:
+    response = await workspace.ingest(events)
+    assert response.status_code == 202, response.text
+
+
+async def test_sign_in_shows_rows_newest_first_with_local_time_and_badges(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    grace = {"type": "USER", "id": "u_2", "name": "Grace Hopper", "email": "grace@acme.io"}
+    first_login = event(occurredAt=ago(30), actor=grace)
+    upload = event("file.uploaded", occurredAt=ago(20), actor=grace)
+    system = event(
+        "workspace.billing.plan_changed",
+        occurredAt=ago(10),
+        actor={"type": "SYSTEM"},
+        ipAddress=None,
+        userAgent=None,
+    )
+    await ingest(workspace, [first_login, upload, system])
+    page = console.page
+    await console.page.goto(console.base_url + "/")
+    await console.screenshot("01-sign-in")
+    await console.signed_in(workspace.admin)
+    ours = {system["id"], upload["id"], first_login["id"]}
+    shown = [i for i in await console.row_ids() if i in ours]
+    assert shown == [system["id"], upload["id"], first_login["id"]]
+
+    login_row = console.page.locator(f"tr[data-event-id='{first_login['id']}']")
+    await expect(login_row.locator("td").nth(1)).to_contain_text("Grace Hopper")
+    await expect(login_row.locator("td").nth(1)).to_contain_text("grace@acme.io")
+    await expect(login_row.locator("td").nth(2)).to_contain_text("user.login.success")
+    badges = await login_row.locator("[data-anomaly]").evaluate_all(
+        "nodes => nodes.map(n => n.dataset.anomaly)"
+    )
+    assert sorted(badges) == ["NEW_COUNTRY", "NEW_DEVICE", "NEW_IP"]
+    await expect(login_row.locator("td").nth(4)).to_have_text("81.2.69.142")
+    await expect(login_row.locator("td").nth(5)).to_contain_text("London")
+    await expect(login_row.locator("td").nth(6)).to_contain_text("Firefox")
+    system_row = console.page.locator(f"tr[data-event-id='{system['id']}']")
+    await expect(system_row.locator("td").nth(1)).to_have_text("System")
+    # The service's own events (the workspace's keys were just created) are there too.
+    await expect(console.page.locator("tr", has_text="audit_log.api_key.created")).to_have_count(4)
+
+    # Berlin time on screen, UTC on hover.
+    stamp = login_row.locator("time")
+    occurred = datetime.fromisoformat(first_login["occurredAt"])
+    await expect(stamp).to_contain_text(occurred.astimezone(BROWSER_ZONE).strftime("%H:%M:%S"))
+    assert await stamp.get_attribute("title") == occurred.strftime("%Y-%m-%d %H:%M:%S UTC")
+    await expect(page.locator("#tz-note")).to_contain_text("Europe/Berlin")
+
+    # The token lives in sessionStorage only: never in the address, never in localStorage.
+    assert workspace.admin not in page.url
+    assert await page.evaluate("JSON.stringify(localStorage)") == "{}"
+    assert workspace.admin in await page.evaluate("JSON.stringify(sessionStorage)")
+    await console.screenshot("02-events")
+
+
+async def test_load_more_pages_through_cursors(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    events = [event("file.uploaded", occurredAt=ago(60 - i)) for i in range(57)]
+    await ingest(workspace, events)
+    await console.signed_in(workspace.admin)
+    await console.page.get_by_label("Category").select_option("DATA")
+    await console.page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(50)
+    await console.page.get_by_role("button", name="Load more").click()
+    await expect(console.rows()).to_have_count(57)
+    await expect(console.page.get_by_role("button", name="Load more")).to_be_hidden()
+    assert await console.row_ids() == [e["id"] for e in reversed(events)]
+
+
+async def test_bad_token_and_member_get_clear_messages(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    page = console.page
+    await console.sign_in("alk_key_0000000000000000.not-a-real-secret")
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("401")
+    await expect(alert).to_contain_text("valid API key")
+    await expect(page.locator("#console")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+    await console.sign_in(workspace.member)
+    await expect(alert).to_contain_text("Access denied")
+    await expect(alert).to_contain_text("Members")
+    await expect(page.locator("#console")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+    await console.screenshot("03-member-forbidden")
+
+
+def session_token(workspace_id: str, role: str) -> str:
+    claims = {"sub": "u_9", "email": "ops@acme.io", "workspace": workspace_id, "role": role}
+    return jwt.encode({**claims, "exp": int(time.time()) + 600}, JWT_SECRET, algorithm="HS256")
+
+
+async def test_console_session_tokens_sign_in_and_members_are_refused(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    sent = event()
+    await ingest(workspace, [sent])
+    page = console.page
+    await console.sign_in(session_token(workspace.id, "member"))
+    await expect(page.get_by_role("alert")).to_contain_text("Access denied")
+    await console.signed_in(session_token(workspace.id, "owner"))
+    await expect(page.locator(f"tr[data-event-id='{sent['id']}']")).to_have_count(1)
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_role("alert")).to_have_text("Signed out.")
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_hostile_event_fields_are_shown_as_text_and_never_run(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    hostile = event(
+        "file.share.created",
+        actor={"type": "USER", "id": "u_x", "name": HOSTILE_NAME, "email": "mallory@evil.io"},
+        targets=[{"type": "file", "id": "f_x", "name": HOSTILE_SCRIPT}],
+        metadata={"note": HOSTILE_SCRIPT, "html": HOSTILE_NAME},
+    )
+    await ingest(workspace, [hostile])
+    page = console.page
+    await console.signed_in(workspace.admin)
+    row = console.rows().first
+    await expect(row.locator(".actor-name")).to_have_text(HOSTILE_NAME)
+    await expect(row.locator(".target-item").first).to_contain_text(HOSTILE_SCRIPT)
+
+    await row.get_by_role("button", name="file.share.created").click()
+    payload_view = page.locator("#detail-json")
+    await expect(payload_view).to_contain_text('"note": "<script>window.__pwned=2</script>"')
+    await expect(page.locator("#detail-summary")).to_contain_text(HOSTILE_NAME)
+    await console.screenshot("04-hostile-detail")
+
+    # Text, not markup: no element was made from the data, no handler ran, no dialog opened.
+    assert await page.locator("main img, main script, dialog img, dialog script").count() == 0
+    await page.wait_for_timeout(300)
+    assert await page.evaluate("window.__pwned") is None
+    assert console.dialogs == []
+
+
+async def test_filters_by_actor_and_category_live_in_the_url(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    ada = event("user.login.success", occurredAt=ago(5))
+    linus_actor = {"type": "USER", "id": "u_3", "name": "Linus", "email": "linus@acme.io"}
+    linus_upload = event("file.uploaded", occurredAt=ago(4), actor=linus_actor)
+    linus_login = event("user.login.failed", occurredAt=ago(3), actor=linus_actor)
+    await ingest(workspace, [ada, linus_upload, linus_login])
+    page = console.page
+    await console.signed_in(workspace.admin)
+    await expect(console.rows()).to_have_count(3 + 4)  # with the four key-created events
+
+    await page.get_by_label("Actor email").fill("LINUS@acme.io")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(2)
+    assert await console.row_ids() == [linus_login["id"], linus_upload["id"]]
+    assert "actor=LINUS%40acme.io" in page.url
+
+    await page.get_by_label("Category").select_option("DATA")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(1)
+    assert await console.row_ids() == [linus_upload["id"]]
+    assert "category=DATA" in page.url
+    assert workspace.admin not in page.url
+    await console.screenshot("05-filtered")
+
+    # A shared view: the same address shows the same rows with the form filled in.
+    await page.reload()
+    await console.wait_loaded()
+    assert await console.row_ids() == [linus_upload["id"]]
+    await expect(page.get_by_label("Actor email")).to_have_value("LINUS@acme.io")
+    await expect(page.get_by_label("Category")).to_have_value("DATA")
+
+    # Back in history returns to the actor-only view.
+    await page.go_back()
+    await expect(console.rows()).to_have_count(2)
+    await expect(page.get_by_label("Category")).to_have_value("")
+
+    await page.get_by_label("Action").fill("user.login.*")
+    await page.get_by_label("Actor email").fill("")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(2)
+    assert await console.row_ids() == [linus_login["id"], ada["id"]]
+    assert "action=user.login.*" in page.url or "action=user.login.%2A" in page.url
+
+
+async def test_date_range_is_read_in_local_time_and_shared_in_utc(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    events = [event("file.uploaded", occurredAt=ago(minutes)) for minutes in (180, 120, 60)]
+    await ingest(workspace, events)
+    page = console.page
+    await console.signed_in(workspace.admin)
+    start = (datetime.now(UTC) - timedelta(minutes=150)).replace(second=0, microsecond=0)
+    end = start + timedelta(minutes=60)
+    local = "%Y-%m-%dT%H:%M"
+    await page.get_by_label("From", exact=True).fill(start.astimezone(BROWSER_ZONE).strftime(local))
+    await page.get_by_label("To", exact=True).fill(end.astimezone(BROWSER_ZONE).strftime(local))
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(1)
+    assert await console.row_ids() == [events[1]["id"]]
+    query = page.url.partition("?")[2]
+    assert f"from={start:%Y-%m-%dT%H}%3A{start:%M}%3A00Z" in query
+    assert f"to={end:%Y-%m-%dT%H}%3A{end:%M}%3A00Z" in query
+
+
+async def test_bad_filter_value_names_the_argument(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    await ingest(workspace, [event()])
+    page = console.page
+    await console.signed_in(workspace.admin)
+    await page.get_by_label("IP address or CIDR").fill("10.0.0.0/99")
+    await page.get_by_role("button", name="Apply filters").click()
+    status = page.get_by_role("status").first
+    await expect(status).to_contain_text("ipAddress")
+    await expect(page.locator("#console")).to_be_visible()
+
+
+async def test_row_detail_shows_pretty_json_and_copies_it(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    sent = event("file.uploaded", metadata={"size": 1024, "folder": "Reports"})
+    await ingest(workspace, [sent])
+    page = console.page
+    await console.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    await console.signed_in(workspace.admin)
+
+    # Keyboard only: Tab to the row's action button, Enter opens the detail.
+    opener = console.rows().first.get_by_role("button", name="file.uploaded")
+    await opener.focus()
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_be_visible()
+    shown = page.locator("#detail-json")
+    await expect(shown).to_have_attribute("data-loaded", "")
+    text = await shown.text_content()
+    assert text is not None
+    payload = json.loads(text)
+    assert payload["id"] == sent["id"]
+    assert payload["metadata"] == {"size": 1024, "folder": "Reports"}
+    assert text == json.dumps(payload, indent=2, ensure_ascii=False)
+    stored = await workspace.gql(
+        "query($id: ID!) { auditEvent(id: $id) { payload } }", {"id": sent["id"]}
+    )
+    assert payload == stored["data"]["auditEvent"]["payload"]
+
+    await page.get_by_role("button", name="Copy JSON").click()
+    await expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")
+    assert json.loads(await page.evaluate("navigator.clipboard.readText()")) == payload
+    await console.screenshot("06-row-detail")
+
+    await page.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    assert await opener.evaluate("node => node === document.activeElement")
+
+
+async def test_investigate_actor_shows_actor_activity(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    upload = event("file.uploaded", occurredAt=ago(30))
+    await ingest(
+        workspace,
+        [event(occurredAt=ago(50)), event(occurredAt=ago(40), ipAddress="89.160.20.112"), upload],
+    )
+    page = console.page
+    await console.signed_in(workspace.admin)
+    row = page.locator(f"tr[data-event-id='{upload['id']}']")
+    await row.get_by_role("button", name="Investigate ada@acme.io").click()
+    dialog = page.get_by_role("dialog")
+    await expect(dialog).to_contain_text("Actor activity: ada@acme.io")
+    ips = dialog.locator("table.seen").nth(0)
+    await expect(ips).to_contain_text("81.2.69.142")
+    await expect(ips).to_contain_text("89.160.20.112")
+    await expect(dialog.locator("table.seen").nth(1)).to_contain_text("Sweden (SE)")
+    await console.screenshot("07-investigate-actor")
+
+    await page.get_by_role("button", name="Show only this actor's events").click()
+    await expect(dialog).to_be_hidden()
+    assert "actor=ada%40acme.io" in page.url
+    await expect(page.get_by_label("Actor email")).to_have_value("ada@acme.io")
+
+
+async def test_export_csv_downloads_the_filtered_events(
+    console: ConsolePage, workspace: WorkspaceKeys, tmp_path: Path
+) -> None:
+    logins = [event(occurredAt=ago(20 - i)) for i in range(3)]
+    upload = event("file.uploaded", occurredAt=ago(1), metadata={"formula": "=1+2"})
+    await ingest(workspace, [*logins, upload])
+    page = console.page
+    await console.signed_in(workspace.admin)
+    await page.get_by_label("Category").select_option("AUTHENTICATION")
+    await page.get_by_role("button", name="Apply filters").click()
+    await expect(console.rows()).to_have_count(3)
+
+    await page.get_by_label("Export format").select_option("CSV")
+    async with page.expect_download() as waiting:
+        await page.get_by_role("button", name="Export", exact=True).click()
+    download = await waiting.value
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    assert saved.suffix == ".csv"
+    rows = list(csv.reader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
+    header, body = rows[0], rows[1:]
+    assert len(body) == 3
+    id_column = header.index("id")
+    assert {r[id_column] for r in body} == {e["id"] for e in logins}
+    await expect(page.locator("#export-result")).to_contain_text("3 events")
+    await console.screenshot("08-export")
+
+
+async def test_export_of_several_parts_downloads_every_part_at_once(
+    console: ConsolePage, workspace: WorkspaceKeys, tmp_path: Path
+) -> None:
+    # 10,000 rows a file (API.md): 10,004 events make two parts.
+    events = [
+        event("ai.api_key.used", occurredAt=ago(100 - i / 200), metadata={"n": i})
+        for i in range(10_004)
+    ]
+    for start in range(0, len(events), 1000):
+        await ingest(workspace, events[start : start + 1000])
+    page = console.page
+    downloads: list[Download] = []
+    page.on("download", lambda download: downloads.append(download))
+    await console.signed_in(workspace.admin, "/?action=ai.api_key.used")
+    await expect(page.get_by_label("Action")).to_have_value("ai.api_key.used")
+    await page.get_by_label("Export format").select_option("JSON")
+    await page.get_by_role("button", name="Export", exact=True).click()
+    await expect(page.locator("#export-result li")).to_have_count(2)
+    for _ in range(100):
+        if len(downloads) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(downloads) == 2
+    exported: list[str] = []
+    for download in downloads:
+        saved = tmp_path / download.suggested_filename
+        await download.save_as(saved)
+        exported.extend(e["id"] for e in json.loads(saved.read_text()))
+    assert len({d.suggested_filename for d in downloads}) == 2
+    assert len(exported) == len(set(exported)) == len(events)
+    assert set(exported) == {e["id"] for e in events}
+
+
+async def test_live_tail_shows_new_events_at_the_top(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    older = event("file.deleted", occurredAt=ago(10))
+    await ingest(workspace, [older])
+    page = console.page
+    await console.signed_in(workspace.admin, "/?category=DATA")
+    await expect(console.rows()).to_have_count(1)
+    await page.get_by_label("Live tail").check()
+    await expect(page.locator("#live-status")).to_contain_text("Live")
+
+    # One batch, the non-matching event first: the filter holds on the live path too.
+    login = event("user.login.success")
+    fresh = event("file.uploaded", targets=[{"type": "file", "id": "f_new", "name": "new.pdf"}])
+    await ingest(workspace, [login, fresh])
+    first = console.rows().first
+    await expect(first).to_have_attribute("data-event-id", fresh["id"])
+    await expect(first).to_have_class("fresh")
+    assert await console.row_ids() == [fresh["id"], older["id"]]
+    await expect(page.locator("#status")).to_contain_text("2 events shown")
+    await console.screenshot("09-live-tail")
+
+
+async def test_live_tail_resumes_after_a_dropped_connection_without_losing_events(
+    console: ConsolePage, workspace: WorkspaceKeys
+) -> None:
+    await ingest(workspace, [event(occurredAt=ago(10))])
+    page = console.page
+    line = await LiveLine.install(page)
+    await console.signed_in(workspace.admin)
+    await page.get_by_label("Live tail").check()
+    await expect(page.locator("#live-status")).to_contain_text("Live")
+    first_live = event("file.uploaded")
+    await ingest(workspace, [first_live])
+    await expect(console.rows().first).to_have_attribute("data-event-id", first_live["id"])
+
+    line.refuse = True
+    await line.cut()
+    await expect(page.locator("#live-status")).to_contain_text("reconnecting")
+    while_down = [event("file.deleted"), event("folder.created")]
+    await ingest(workspace, while_down)
+    line.refuse = False
+    await expect(page.locator("#live-status")).to_contain_text("Live", timeout=20_000)
+    after = event("file.share.created")
+    await ingest(workspace, [after])
+    await expect(console.rows().first).to_have_attribute("data-event-id", after["id"])
+    ids = await console.row_ids()
+    assert ids[:4] == [after["id"], while_down[1]["id"], while_down[0]["id"], first_live["id"]]
+    assert len(ids) == len(set(ids)) == 5 + 4  # with the four key-created events
+
+
+async def test_live_tail_with_a_revoked_key_returns_to_sign_in(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    created = await accounts.create_key(
+        services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
+    )
+    page = console.page
+    line = await LiveLine.install(page)
+    await console.signed_in(created.key)
+    await page.get_by_label("Live tail").check()
+    await expect(page.locator("#live-status")).to_contain_text("Live")
+    await accounts.revoke_key(services.pool, services.ingestor, created.id)
+    await line.cut()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("401", timeout=20_000)
+    await expect(alert).to_contain_text("revoked")
+    await expect(page.locator("#console")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.length") == 0
+
+
+async def test_console_is_served_with_a_strict_csp(service: RunningService) -> None:
+    async with httpx.AsyncClient(base_url=service.base_url) as http:
+        page = await http.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["default-src"] == "'none'"
+        assert directives["script-src"] == "'self'"
+        assert directives["style-src"] == "'self'"
+        host = service.base_url.removeprefix("http://")
+        assert directives["connect-src"] == f"'self' ws://{host} wss://{host}"
+        assert directives["frame-ancestors"] == "'none'"
+        assert "unsafe" not in csp and "http" not in csp
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        module = '<script type="module" src="/console/js/main.js">'
+        assert page.text.count("<script") == page.text.count(module) == 1
+
+        script = await http.get("/console/js/main.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert script.headers["content-security-policy"] == csp
+        etag = script.headers["etag"]
+        again = await http.get("/console/js/main.js", headers={"If-None-Match": etag})
+        assert again.status_code == 304
+
+        for missing in (
+            "/console/nope.js",
+            "/console/../endpoints/console.py",
+            "/console/js/%2e%2e/index.html",
+        ):
+            assert (await http.get(missing)).status_code == 404, missing
+        forged = await http.get("/", headers={"Host": "evil.example; script-src *"})
+        assert "evil" not in forged.headers["content-security-policy"]
