@@ -110,10 +110,11 @@ async def revoke_key(
     pool: asyncpg.Pool, ingestor: Ingestor, key_id: str, actor: dict[str, Any] | None = None
 ) -> key_store.ApiKeyRow:
     async with pool.acquire() as conn:
-        row = await key_store.revoke_api_key(conn, key_id)
-    if row is None:
+        revoked = await key_store.revoke_api_key(conn, key_id)
+    if revoked is None:
         raise NotFoundError(f"no key {key_id!r}")
-    if row.workspace_id is not None:
+    row, now_revoked = revoked
+    if now_revoked and row.workspace_id is not None:
         await record_service_event(
             ingestor,
             row.workspace_id,

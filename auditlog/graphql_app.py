@@ -28,6 +28,33 @@ MAX_REQUEST_BYTES = 256 * 1024
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _too_large() -> Response:
+    message = f"a GraphQL request holds at most {MAX_REQUEST_BYTES} bytes"
+    return json_response(
+        {"errors": [{"message": message, "extensions": {"code": "QUERY_TOO_COMPLEX"}}]}, 413
+    )
+
+
+def _limited(receive: Any) -> Any:
+    """`receive` that stops reading a request body past MAX_REQUEST_BYTES."""
+    received = 0
+
+    async def limited_receive() -> Any:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_REQUEST_BYTES:
+                raise _BodyTooLarge
+        return message
+
+    return limited_receive
+
+
 class AuditLogGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
@@ -84,14 +111,14 @@ class AuditLogGraphQL(GraphQL[Context, None]):
         request = Request(scope, receive)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > MAX_REQUEST_BYTES:
-            message = f"a GraphQL request holds at most {MAX_REQUEST_BYTES} bytes"
-            too_large = json_response(
-                {"errors": [{"message": message, "extensions": {"code": "QUERY_TOO_COMPLEX"}}]},
-                413,
-            )
-            await too_large(scope, receive, send)
+            await _too_large()(scope, receive, send)
             return
-        wants_ide = request.method == "GET" and "text/html" in request.headers.get("accept", "")
+        # GraphiQL only: a GET that carries a query is executed, so it is authenticated.
+        wants_ide = (
+            request.method == "GET"
+            and "query" not in request.query_params
+            and "text/html" in request.headers.get("accept", "")
+        )
         if not wants_ide and request.method in ("GET", "POST"):
             try:
                 scope["auditlog.principal"] = await principal_of(request)
@@ -104,4 +131,7 @@ class AuditLogGraphQL(GraphQL[Context, None]):
                 await response(scope, receive, send)
                 return
         scope["auditlog.request_id"] = uuid.uuid4().hex[:12]
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, _limited(receive), send)
+        except _BodyTooLarge:  # a chunked body without Content-Length grew past the limit
+            await _too_large()(scope, receive, send)

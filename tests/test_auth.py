@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import jwt
 
@@ -149,3 +150,29 @@ async def test_oversized_graphql_request_is_refused(workspace: WorkspaceKeys) ->
     )
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+
+
+async def test_chunked_oversized_graphql_request_is_refused(workspace: WorkspaceKeys) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"query": "{ workspace { id } }", "pad": "'
+        for _ in range(40):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    response = await workspace.http.post(
+        "/graphql",
+        content=chunks(),
+        headers={**workspace.auth(workspace.admin), "content-type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+async def test_a_get_with_a_query_needs_a_token_even_from_a_browser(
+    workspace: WorkspaceKeys,
+) -> None:
+    response = await workspace.http.get(
+        "/graphql", params={"query": "{ eventCatalog { action } }"}, headers={"accept": "text/html"}
+    )
+    assert response.status_code == 401
+    ide = await workspace.http.get("/graphql", headers={"accept": "text/html"})
+    assert ide.status_code == 200 and "<html" in ide.text.lower()

@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -85,8 +86,15 @@ _NO_ID = uuid.UUID(int=0)
 
 @lru_cache(maxsize=65536)
 def parse_ip(text: str) -> IPAddress:
-    """Parse an address (cached: the same addresses repeat); raises ValueError."""
-    return ipaddress.ip_address(text)
+    """Parse an address (cached: the same addresses repeat); raises ValueError.
+
+    IPv6 zone ids (`fe80::1%eth0`) are refused: they are free text that would
+    travel into exports and pages, and mean nothing outside the sender's host.
+    """
+    address = ipaddress.ip_address(text)
+    if getattr(address, "scope_id", None) is not None:
+        raise ValueError("zone ids are not accepted")
+    return address
 
 
 class _Errors:
@@ -111,14 +119,31 @@ def _opt_str(obj: dict[str, Any], key: str, path: str, errors: _Errors) -> str |
     return value
 
 
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
+)
+# Nothing in an audit log happened before this; it also keeps every date far
+# from datetime's limits and the partition range sane.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def parse_timestamp(value: Any) -> datetime:
-    """An RFC 3339 timestamp with a time zone; raises ValueError otherwise."""
-    if not isinstance(value, str) or len(value) > 40 or "T" not in value.upper():
+    """An RFC 3339 timestamp with a time zone, in UTC; raises ValueError otherwise."""
+    match = _RFC3339.match(value) if isinstance(value, str) else None
+    if match is None:
         raise ValueError("must be an RFC 3339 timestamp such as 2026-11-28T10:00:00Z")
-    parsed = datetime.fromisoformat(value.replace("z", "Z"))
+    text = value
+    fraction = match.group(1)
+    if fraction and len(fraction) > 7:  # Python keeps microseconds: drop finer digits
+        text = value[: match.start(1)] + fraction[:7] + value[match.end(1) :]
+    text = text.upper().replace(" ", "T")
+    parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         raise ValueError("must carry a time zone (Z or an offset)")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a date between years 1 and 9999 in UTC") from None
 
 
 def _actor(raw: Any, errors: _Errors) -> Actor | None:
@@ -129,7 +154,7 @@ def _actor(raw: Any, errors: _Errors) -> Actor | None:
         unknown = sorted(set(raw) - _ACTOR_FIELDS)[0]
         errors.add(f"actor.{unknown}", "is not a known actor field")
     kind = raw.get("type")
-    if kind not in ACTOR_TYPES:
+    if not isinstance(kind, str) or kind not in ACTOR_TYPES:
         errors.add("actor.type", "must be one of USER, SYSTEM, API_KEY")
     email = _opt_str(raw, "email", "actor.email", errors)
     if email is not None and ("@" not in email or email.strip() != email):
@@ -261,6 +286,8 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
         else:
             if occurred_at > now + FUTURE_SKEW:
                 errors.add("occurredAt", "is more than 5 minutes in the future")
+            elif occurred_at < EARLIEST:
+                errors.add("occurredAt", "must not be before 2000-01-01T00:00:00Z")
 
     action = raw.get("action")
     category: Category | None = None

@@ -61,11 +61,17 @@ async def read_api_key(conn: asyncpg.Connection, key_id: str) -> ApiKeyRow | Non
     return _row(record) if record else None
 
 
-async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> ApiKeyRow | None:
-    """Mark a key revoked; returns the key (already revoked keys keep their first time)."""
+async def revoke_api_key(conn: asyncpg.Connection, key_id: str) -> tuple[ApiKeyRow, bool] | None:
+    """Mark a key revoked: (the key, whether this call revoked it), or None if unknown.
+
+    A key already revoked keeps its first revocation time and reports False.
+    """
     record = await conn.fetchrow(
-        f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
-            WHERE id = $1 RETURNING {_COLUMNS}""",
+        f"""UPDATE api_keys SET revoked_at = now()
+            WHERE id = $1 AND revoked_at IS NULL RETURNING {_COLUMNS}""",
         key_id,
     )
-    return _row(record) if record else None
+    if record is not None:
+        return _row(record), True
+    existing = await read_api_key(conn, key_id)
+    return (existing, False) if existing is not None else None
