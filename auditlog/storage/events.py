@@ -387,14 +387,13 @@ async def read_events_since(
     ]
 
 
-async def read_safe_watermark(conn: asyncpg.Connection, workspace_id: str) -> tuple[int, int]:
-    """The last (xid, seq) of this workspace that is final now, or (0, 0)."""
-    record = await conn.fetchrow(
-        f"""SELECT xid::text::bigint AS xid, seq FROM audit_events
-            WHERE workspace_id = $1 AND xid < {SAFE_WATERMARK}
-            ORDER BY xid DESC, seq DESC LIMIT 1""",
-        workspace_id,
-    )
-    if record is None:
-        return (0, 0)
-    return (record["xid"], record["seq"])
+async def read_safe_watermark(conn: asyncpg.Connection) -> tuple[int, int]:
+    """A position (xid, seq) such that everything after it is new from now on.
+
+    Every event with an xid below the watermark is final; everything at or
+    above it is still being written or not yet begun. Starting "after
+    (watermark, 0)" therefore skips nothing new and replays nothing old, even
+    while a long transaction holds the watermark back.
+    """
+    watermark = await conn.fetchval(f"SELECT ({SAFE_WATERMARK})::text::bigint")
+    return (int(watermark), 0)

@@ -217,7 +217,11 @@ async def count_streamable(conn: asyncpg.Connection) -> int:
 async def claim_destinations(
     conn: asyncpg.Connection, worker_id: str, lease_seconds: float, limit: int
 ) -> list[DestinationKey]:
-    """Take up to `limit` destinations nobody holds (or whose lease expired)."""
+    """Take up to `limit` destinations nobody holds (or whose lease expired).
+
+    Never one this worker held itself: its delivery task may still be running
+    (its lease lapsed while it waited), and a second task would send in parallel.
+    """
     records = await conn.fetch(
         """UPDATE stream_destinations d
            SET lease_owner = $1, lease_until = now() + make_interval(secs => $2)
@@ -225,6 +229,7 @@ async def claim_destinations(
                  JOIN workspaces w ON w.id = s.workspace_id
                  WHERE s.status <> 'PAUSED' AND w.plan = 'ENTERPRISE'
                    AND (s.lease_until IS NULL OR s.lease_until < now())
+                   AND s.lease_owner IS DISTINCT FROM $1
                  ORDER BY s.lease_until NULLS FIRST, s.created_at
                  LIMIT $3
                  FOR UPDATE OF s SKIP LOCKED) AS free
@@ -321,7 +326,8 @@ async def record_failure(
                status = CASE WHEN $6 AND status = 'ACTIVE' THEN 'FAILING' ELSE status END,
                attempts = attempts + 1,
                retry_at = now() + make_interval(secs => $7)
-           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND generation = $4""",
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND generation = $4
+             AND lease_until > now()""",
         key.workspace_id,
         key.id,
         worker_id,

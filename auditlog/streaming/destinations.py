@@ -154,7 +154,7 @@ class StreamingAdmin:
             if await store.count_destinations(conn, caller.workspace_id) >= MAX_DESTINATIONS:
                 raise BadInputError("input", f"at most {MAX_DESTINATIONS} destinations a workspace")
             # New events only: the cursor starts at what is final now.
-            xid, seq = await read_safe_watermark(conn, caller.workspace_id)
+            xid, seq = await read_safe_watermark(conn)
             row = await store.insert_destination(
                 conn,
                 store.NewDestination(

@@ -28,9 +28,21 @@ class DestinationRefused(Exception):
     """The destination's address is not one we may connect to."""
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64
+# (RFC 6052, RFC 8215) and the deprecated IPv4-compatible form. Python calls
+# some of them global, yet a NAT64 gateway would forward to the inner address.
+_EMBEDDING_IPV4 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
+
+
 def is_public_address(ip: IPAddress) -> bool:
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and any(ip in net for net in _EMBEDDING_IPV4):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)

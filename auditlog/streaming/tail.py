@@ -110,7 +110,7 @@ class WorkspaceTail:
         while not self.ready.is_set():
             try:
                 async with self.hub.pool.acquire() as conn:
-                    self.position = await read_safe_watermark(conn, self.workspace_id)
+                    self.position = await read_safe_watermark(conn)
                 self.ready.set()
             except Exception:
                 log.exception("live tail of %s could not start", self.workspace_id)
@@ -245,7 +245,14 @@ class LiveHub:
                     tail.run(), name=f"live-tail:{workspace_id}"
                 )
                 self.doorbells.watch(workspace_id)
-            await tail.ready.wait()
+            try:
+                await tail.ready.wait()
+            except BaseException:
+                # The subscriber left before the tail could start (the database may
+                # be down): a tail nobody listens to must not poll on forever.
+                if not tail.subscribers and self.tails.get(workspace_id) is tail:
+                    await self._stop_tail(tail)
+                raise
             if self.tails.get(workspace_id) is tail:  # not stopped while we waited
                 return tail
 

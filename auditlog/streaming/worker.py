@@ -89,7 +89,8 @@ class StreamWorker:
                     conn, self.worker_id, self.options.lease_seconds, share - len(self.tasks)
                 )
         for key in claimed:
-            self._start(key)
+            if key not in self.tasks:
+                self._start(key)
         for key in list(self.tasks)[share:]:
             await self._stop(key)
 

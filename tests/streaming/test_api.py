@@ -268,6 +268,8 @@ async def strict_admin(services: Services, tmp_path: Path) -> StreamingAdmin:
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/hook",
         "https://[::ffff:192.168.0.1]/hook",
+        "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",
+        "https://[::127.0.0.1]/hook",
     ],
 )
 async def test_internal_destinations_are_refused_without_the_flag(
