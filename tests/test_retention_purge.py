@@ -25,8 +25,8 @@ from tests.conftest import (
     stop_service,
 )
 
-CENTURY = 36500  # ENTERPRISE custom retention that admits events from the 1930s
-SHORTER = 30000  # then shortened: everything before the mid-1940s expires
+CENTURY = 36500  # ENTERPRISE custom retention that admits events from the 2000s
+SHORTER = 5000  # then shortened: everything before about 2013 expires
 
 
 async def maintain(services: Services) -> MaintenanceReport:
@@ -49,12 +49,12 @@ async def century_workspace(services: Services, http: httpx.AsyncClient) -> Work
 
 
 async def rows(owner: asyncpg.Connection, table: str, workspace_id: str) -> int:
-    """Rows of the workspace before 1940 (its own service events of today left aside)."""
+    """Rows of the workspace before 2010 (its own service events of today left aside)."""
     return int(
         await owner.fetchval(
             f"SELECT count(*) FROM {table} WHERE workspace_id = $1 AND occurred_at < $2",
             workspace_id,
-            datetime(1940, 1, 1, tzinfo=UTC),
+            datetime(2010, 1, 1, tzinfo=UTC),
         )
     )
 
@@ -104,17 +104,17 @@ async def test_a_month_only_expired_workspaces_hold_is_dropped_whole(
 ) -> None:
     a, b = await century_workspace(services, http), await century_workspace(services, http)
     for ws in (a, b):
-        assert (await ws.ingest(at(1931, 3, 10))).status_code == 202
-    assert await partition_exists(owner, "audit_events_1931_03")
+        assert (await ws.ingest(at(2001, 3, 10))).status_code == 202
+    assert await partition_exists(owner, "audit_events_2001_03")
     for ws in (a, b):
         await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
 
     report = await maintain(services)
 
-    assert not await partition_exists(owner, "audit_events_1931_03")
+    assert not await partition_exists(owner, "audit_events_2001_03")
     for ws in (a, b):
         assert await rows(owner, "audit_event_ids", ws.id) == 0
-    (dropped,) = [r for r in report.retention.purged if r.partition_name == "audit_events_1931_03"]
+    (dropped,) = [r for r in report.retention.purged if r.partition_name == "audit_events_2001_03"]
     assert dropped.method == "partition"
     assert sorted(dropped.workspace_ids) == sorted([a.id, b.id])
     assert (dropped.events_deleted, dropped.ids_deleted) == (20, 20)
@@ -123,9 +123,9 @@ async def test_a_month_only_expired_workspaces_hold_is_dropped_whole(
     # A late event for that month, still inside another workspace's retention,
     # finds its partition again.
     late = await century_workspace(services, http)
-    response = await late.ingest(at(1931, 3, 1))
+    response = await late.ingest(at(2001, 3, 1))
     assert response.status_code == 202, response.text
-    assert await partition_exists(owner, "audit_events_1931_03")
+    assert await partition_exists(owner, "audit_events_2001_03")
 
 
 async def test_a_month_shared_with_a_workspace_that_keeps_its_rows_is_purged_by_row(
@@ -135,13 +135,13 @@ async def test_a_month_shared_with_a_workspace_that_keeps_its_rows_is_purged_by_
         await century_workspace(services, http),
         await century_workspace(services, http),
     )
-    assert (await expiring.ingest(at(1932, 6, 25))).status_code == 202
-    assert (await keeping.ingest(at(1932, 6, 4))).status_code == 202
+    assert (await expiring.ingest(at(2002, 6, 25))).status_code == 202
+    assert (await keeping.ingest(at(2002, 6, 4))).status_code == 202
     await accounts.set_plan(services.pool, expiring.id, "enterprise", SHORTER)
 
     await maintain(services)  # batches of 7: four short transactions for 25 rows
 
-    assert await partition_exists(owner, "audit_events_1932_06")
+    assert await partition_exists(owner, "audit_events_2002_06")
     assert await rows(owner, "audit_events", expiring.id) == 0
     assert await rows(owner, "audit_event_ids", expiring.id) == 0
     assert await rows(owner, "audit_events", keeping.id) == 4
@@ -155,8 +155,8 @@ async def test_two_runners_at_once_do_the_work_once(
 ) -> None:
     ws = await century_workspace(services, http)
     other = await century_workspace(services, http)
-    assert (await ws.ingest(at(1933, 2, 30))).status_code == 202
-    assert (await other.ingest(at(1933, 2, 1))).status_code == 202
+    assert (await ws.ingest(at(2003, 2, 30))).status_code == 202
+    assert (await other.ingest(at(2003, 2, 1))).status_code == 202
     await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
 
     reports = await asyncio.gather(
@@ -174,7 +174,7 @@ async def test_a_runner_finding_the_lock_taken_does_nothing(
     services: Services, http: httpx.AsyncClient, owner: asyncpg.Connection
 ) -> None:
     ws = await century_workspace(services, http)
-    assert (await ws.ingest(at(1934, 9, 5))).status_code == 202
+    assert (await ws.ingest(at(2004, 9, 5))).status_code == 202
     await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
     other_process = await asyncpg.connect(services.database_url)
     try:

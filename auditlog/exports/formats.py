@@ -73,9 +73,9 @@ def _json_cell(value: Any) -> str:
 def csv_line(payload_text: str) -> str:
     """One stored payload as a CSV record (CSV_COLUMNS order, CRLF-terminated).
 
-    id, occurredAt, category, action, actor type and IP address are written by
-    the service from validated values (a UUID, a UTC timestamp, catalog names,
-    an enum, an address) and need neither quoting nor neutralising.
+    id, occurredAt, category, action and actor type are written by the service
+    from validated values (a UUID, a UTC timestamp, catalog names, an enum) and
+    need neither quoting nor neutralising; every other cell goes through text_cell.
     """
     event = orjson.loads(payload_text)
     actor = event["actor"]
@@ -91,7 +91,7 @@ def csv_line(payload_text: str) -> str:
         text_cell(actor.get("name")),
         text_cell(actor.get("email")),
         _json_cell(event.get("targets") or []),
-        event.get("ipAddress") or "",
+        text_cell(event.get("ipAddress")),
         text_cell(location.get("city")),
         text_cell(location.get("region")),
         text_cell(location.get("country")),

@@ -53,7 +53,12 @@ class ExportLinks:
             parsed_id, parsed_part, parsed_expires = uuid.UUID(export_id), int(part), int(expires)
         except ValueError:
             return False
-        if str(parsed_id) != export_id or str(parsed_part) != part or parsed_part < 1:
+        if (
+            str(parsed_id) != export_id
+            or str(parsed_part) != part
+            or str(parsed_expires) != expires
+            or parsed_part < 1
+        ):
             return False
         expected = self._signature(workspace_id, parsed_id, parsed_part, parsed_expires)
         if not hmac.compare_digest(expected.encode(), signature.encode()):

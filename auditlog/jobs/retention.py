@@ -2,11 +2,12 @@
 
 Policy, per pass:
 1. A partition lying wholly in the past whose every workspace has expired all
-   its rows in it is dropped whole: its workspaces' ledger ids go first (in
-   short batches), then one short transaction takes the parent's lock NOWAIT
-   (retried a few times, never queued: a queued ACCESS EXCLUSIVE request would
-   stall every ingest and read behind it), checks again under that lock, and
-   detaches and drops it. When the lock stays busy the drop waits for the next pass.
+   its rows in it is dropped whole: one short transaction takes the parent's
+   lock NOWAIT (retried a few times, never queued: a queued ACCESS EXCLUSIVE
+   request would stall every ingest and read behind it), checks again under
+   that lock, and detaches and drops it; then its workspaces' ledger ids go (in
+   short batches). When the lock stays busy the drop, and the ids, wait for the
+   next pass.
 2. Every other expired event (a workspace sharing its months with workspaces
    that keep theirs) is deleted row by row through auditlog_purge_events, the
    one function allowed past the append-only guard, in batches of BATCH_SIZE,
@@ -70,8 +71,18 @@ async def _drop_partition(
 ) -> None:
     workspaces = await store.read_partition_workspaces(conn, partition.name)
     events = await store.count_partition_events(conn, partition.name)
+    # Drop first, then the ledger ids: a drop put off (the table busy) must not
+    # leave events whose ids are gone, or a retried event would be stored twice
+    # if retention grew again. Ids left by a crash in between only name events
+    # that are gone and expired (ingest refuses those anyway).
+    dropped = await _drop_when_free(conn, partition.name)
     ids = 0
-    for workspace_id in workspaces:
+    if not dropped:
+        report.deferred_partitions.append(partition.name)
+        log.warning(
+            "retention: partition %s kept for now (busy or no longer expired)", partition.name
+        )
+    for workspace_id in workspaces if dropped else ():
         while True:
             started = time.perf_counter()
             deleted = await store.purge_event_ids_batch(
@@ -81,12 +92,6 @@ async def _drop_partition(
             if deleted < batch_size:
                 break
             await _rest_after(started)
-    dropped = await _drop_when_free(conn, partition.name)
-    if not dropped:
-        report.deferred_partitions.append(partition.name)
-        log.warning(
-            "retention: partition %s kept for now (busy or no longer expired)", partition.name
-        )
     record = PurgeRecord(
         "partition",
         workspaces,

@@ -46,6 +46,10 @@ class _Measure:
     cost: int = 0
 
 
+# Lists whose size the client does not state: what they return by default.
+_DEFAULT_PAGES = {"auditEvents": PAGE_DEFAULT, "exports": 20}
+
+
 def _page_size(field: FieldNode) -> int:
     for argument in field.arguments or ():
         if argument.name.value in _PAGE_ARGUMENTS:
@@ -53,7 +57,7 @@ def _page_size(field: FieldNode) -> int:
             if isinstance(value, IntValueNode):
                 return max(1, min(int(value.value), PAGE_MAX))
             return PAGE_MAX  # a variable: assume the largest page it could ask for
-    return 1
+    return _DEFAULT_PAGES.get(field.name.value, 1)
 
 
 class _Walker:

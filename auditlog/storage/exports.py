@@ -224,10 +224,13 @@ def part_query(
     if part > 1:
         newer = plan.part_ends[part - 2]
         args += [newer.occurred_at, newer.seq]
+        # The plain bound beside the row comparison lets the planner prune partitions.
+        where.append(f"occurred_at <= ${len(args) - 1}")
         where.append(f"(occurred_at, seq) < (${len(args) - 1}, ${len(args)})")
     if part <= len(plan.part_ends):
         last = plan.part_ends[part - 1]
         args += [last.occurred_at, last.seq]
+        where.append(f"occurred_at >= ${len(args) - 1}")
         where.append(f"(occurred_at, seq) >= (${len(args) - 1}, ${len(args)})")
     args.append(plan.part_size)
     sql = f"""SELECT payload FROM audit_events WHERE {" AND ".join(where)}
