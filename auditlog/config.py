@@ -64,7 +64,6 @@ class Settings:
     # How long a signed export download link stays valid.
     export_link_ttl_seconds: int = 3600
     # Where the service keeps the generated secret key when none is configured.
-    secret_key_generated: bool = False
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
@@ -124,5 +123,5 @@ class Settings:
                 tmp.unlink()
         key = path.read_text().strip()
         return Settings(
-            **{**self.__dict__, "secret_key": key, "secret_key_generated": True},
+            **{**self.__dict__, "secret_key": key},
         )

@@ -34,10 +34,6 @@ class GeoIP:
         self._reader = geoip2.database.Reader(str(path))
         self.lookup = lru_cache(maxsize=65536)(self._lookup)  # type: ignore[method-assign]
 
-    @property
-    def enabled(self) -> bool:
-        return self._reader is not None
-
     def lookup(self, ip: str) -> dict[str, Any] | None:
         return None
 

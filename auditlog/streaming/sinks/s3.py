@@ -1,8 +1,9 @@
 """S3: one gzip NDJSON object per batch, under
 `<prefix>/workspace=<id>/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>.ndjson.gz`.
 
-The date and hour are the first event's occurred_at (UTC); names are fixed by
-the batch's positions, so a retried batch overwrites its own object. With a
+The date and hour are the first event's occurred_at (UTC); names come from the
+batch's first and last seq. A retry is cut again from the cursor and may land
+under another name, so consumers deduplicate on event ids. With a
 custom endpointUrl its address is checked before every request; aiobotocore
 makes the connection itself, so a DNS change between that check and its
 connection is not caught the way the HTTP sinks catch it.
