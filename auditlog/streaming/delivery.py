@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-import orjson
 
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
-from auditlog.storage.events import StoredEvent, read_events_since
+from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.bus import LiveBus, channel_for
 from auditlog.streaming.config import MASK, restore_config
@@ -97,13 +96,8 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text[:300]
 
 
-def _out(event: StoredEvent) -> OutEvent:
+def _out(event: LiveEvent) -> OutEvent:
     return OutEvent(event.xid, event.seq, event.occurred_at, event.payload)
-
-
-def _category(payload: str) -> str:
-    category: str = orjson.loads(payload)["category"]
-    return category
 
 
 class DestinationDelivery:
@@ -197,16 +191,16 @@ class DestinationDelivery:
             wait = (row.retry_at - now).total_seconds()
             await self._wait(wake, min(wait, self.options.poll_seconds))
             return True
-        events: list[StoredEvent] = []
+        events: list[LiveEvent] = []
         if await self._ensure_sink(row):
             async with self.pool.acquire() as conn:
                 # Never an event older than the retention as it is now (docs/retention.md).
                 workspace = await read_workspace(conn, row.workspace_id)
-                events = await read_events_since(
+                # The category comes as a column: no payload is parsed to filter.
+                events = await read_live_events(
                     conn,
                     row.workspace_id,
-                    after_xid=row.cursor_xid,
-                    after_seq=row.cursor_seq,
+                    after=(row.cursor_xid, row.cursor_seq),
                     limit=self.options.read_limit,
                     retention_start=workspace.retention_start(now) if workspace else None,
                 )
@@ -215,14 +209,14 @@ class DestinationDelivery:
             return True
         return await self._deliver(row, events)
 
-    async def _deliver(self, row: store.DestinationRow, events: list[StoredEvent]) -> bool:
+    async def _deliver(self, row: store.DestinationRow, events: list[LiveEvent]) -> bool:
         assert self.sink is not None
         sink = self.sink
         wanted = set(row.categories)
         selected = (
             [_out(e) for e in events]
             if wanted >= ALL_CATEGORIES
-            else [_out(e) for e in events if _category(e.payload) in wanted]
+            else [_out(e) for e in events if e.category in wanted]
         )
         entries = [sink.encode(e) for e in selected]
         for start, end in plan_batches(entries, sink):
