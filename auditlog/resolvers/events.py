@@ -14,6 +14,7 @@ from auditlog.errors import BadInputError, NotFoundError
 from auditlog.paging import Page, PageRequest, read_page
 from auditlog.schema.context import Context
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.limits import PAGE_DEFAULT, PAGE_MAX
 from auditlog.schema.types import (
     AuditEvent,
     AuditEventConnection,
@@ -26,15 +27,12 @@ from auditlog.storage import events as event_store
 from auditlog.storage.events import TimePosition
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
 
-DEFAULT_PAGE = 50
-MAX_PAGE = 500
-
 
 def _page_size(value: int | None, argument: str) -> int:
     if value is None:
-        return DEFAULT_PAGE
-    if not 0 <= value <= MAX_PAGE:
-        raise BadInputError(argument, f"must be between 0 and {MAX_PAGE}")
+        return PAGE_DEFAULT
+    if not 0 <= value <= PAGE_MAX:
+        raise BadInputError(argument, f"must be between 0 and {PAGE_MAX}")
     return value
 
 

@@ -12,10 +12,8 @@ from auditlog.exports import service as export_service
 from auditlog.schema.context import Context
 from auditlog.schema.exports import CreateExportInput, Export, filter_as_json
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.limits import EXPORTS_DEFAULT, EXPORTS_MAX
 from auditlog.storage.exports import ExportRow
-
-DEFAULT_LIST = 20
-MAX_LIST = 100
 
 
 def _parse_id(value: str) -> uuid.UUID | None:
@@ -58,9 +56,9 @@ async def export(ctx: Context, id: strawberry.ID) -> Export | None:
 
 async def exports(ctx: Context, first: int | None, after: strawberry.ID | None) -> list[Export]:
     workspace_id = ctx.reader_workspace()
-    limit = DEFAULT_LIST if first is None else first
-    if not 0 <= limit <= MAX_LIST:
-        raise BadInputError("first", f"must be between 0 and {MAX_LIST}")
+    limit = EXPORTS_DEFAULT if first is None else first
+    if not 0 <= limit <= EXPORTS_MAX:
+        raise BadInputError("first", f"must be between 0 and {EXPORTS_MAX}")
     after_id = None
     if after is not None:
         after_id = _parse_id(str(after))

@@ -34,8 +34,11 @@ MAX_DEPTH = 10
 MAX_ALIASES = 20
 MAX_COST = 50_000
 MAX_TOKENS = 5_000
+# Page sizes of the lists, shared with their resolvers.
 PAGE_DEFAULT = 50
 PAGE_MAX = 500
+EXPORTS_DEFAULT = 20
+EXPORTS_MAX = 100
 _PAGE_ARGUMENTS = ("first", "last")
 
 
@@ -47,7 +50,7 @@ class _Measure:
 
 
 # Lists whose size the client does not state: what they return by default.
-_DEFAULT_PAGES = {"auditEvents": PAGE_DEFAULT, "exports": 20}
+_DEFAULT_PAGES = {"auditEvents": PAGE_DEFAULT, "exports": EXPORTS_DEFAULT}
 
 
 def _page_size(field: FieldNode) -> int:
