@@ -51,6 +51,37 @@ async def test_retried_batch_stores_nothing_new(
     assert await stored_count(services, workspace.id, "file.uploaded") == 5
 
 
+async def test_overlapping_batch_stores_only_its_new_events(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """A batch that repeats some stored ids (the ledger's COPY fails on the first
+    and is rolled back) stores exactly its new events, once, and keeps its order."""
+    events = [event("file.permission.changed") for _ in range(8)]
+    first = await workspace.ingest(events[:5])
+    second = await workspace.ingest(events[3:])
+    assert first.json()["accepted"] == 5
+    assert second.status_code == 202
+    assert second.json() == {
+        "accepted": 3,
+        "duplicates": 2,
+        "ids": [e["id"] for e in events[3:]],
+    }
+    async with services.pool.acquire() as conn:
+        stored = await conn.fetch(
+            "SELECT id::text, count(*) AS n FROM audit_events"
+            " WHERE workspace_id = $1 AND action = 'file.permission.changed' GROUP BY id",
+            workspace.id,
+        )
+        ledger = await conn.fetchval(
+            "SELECT count(*) FROM audit_event_ids WHERE workspace_id = $1 AND id = ANY($2::uuid[])",
+            workspace.id,
+            [e["id"] for e in events],
+        )
+    assert sorted(r["id"] for r in stored) == sorted(e["id"] for e in events)
+    assert all(r["n"] == 1 for r in stored)
+    assert ledger == 8
+
+
 async def test_repeated_id_inside_one_batch_is_stored_once(
     workspace: WorkspaceKeys, services: Services
 ) -> None:

@@ -252,25 +252,26 @@ class Ingestor:
             by_workspace.setdefault(p.workspace_id, []).append(p)
         labels = {"ip": "NEW_IP", "country": "NEW_COUNTRY", "device": "NEW_DEVICE"}
         for ws_id, items in by_workspace.items():
-            candidates = {
-                (key, kind, value)
-                for p in items
-                if (key := _actor_key(p.event))
-                for kind, value in self._login_values(p)
-            }
-            seen = await event_store.read_login_history(conn, ws_id, sorted(candidates))
-            learned: list[tuple[str, str, str, datetime]] = []
-            for p in sorted(items, key=lambda p: p.event.occurred_at):
-                actor_key = _actor_key(p.event)
-                assert actor_key is not None
-                for kind, value in self._login_values(p):
-                    if (actor_key, kind, value) not in seen:
+            items.sort(key=lambda p: p.event.occurred_at)
+            logins_of = [(p, _actor_key(p.event) or "", self._login_values(p)) for p in items]
+            candidates = sorted(
+                {(key, kind, value) for _, key, values in logins_of for kind, value in values}
+            )
+            # Every successful login teaches its values (known ones are skipped).
+            learned = [
+                (key, kind, value, p.event.occurred_at)
+                for p, key, values in logins_of
+                if p.event.action == "user.login.success"
+                for kind, value in values
+            ]
+            seen = await event_store.remember_logins(conn, ws_id, candidates, learned)
+            for p, key, values in logins_of:
+                for kind, value in values:
+                    if (key, kind, value) not in seen:
                         p.anomalies.append(labels[kind])
                     if p.event.action == "user.login.success":
-                        seen.add((actor_key, kind, value))
-                        learned.append((actor_key, kind, value, p.event.occurred_at))
+                        seen.add((key, kind, value))
                 p.anomalies.sort()
-            await event_store.record_login_history(conn, ws_id, learned)
 
     @staticmethod
     def _row(p: _Prepared, now: datetime, received: str) -> event_store.EventRow:
@@ -306,7 +307,7 @@ class Ingestor:
             actor_type=e.actor.type,
             actor_id=e.actor.id,
             actor_email=e.actor.email.lower() if e.actor.email else None,
-            ip=e.ip,
+            ip=e.ip.packed if e.ip is not None else None,
             target_ids=[t.id for t in e.targets if t.id],
             payload=canonical_json(payload),
         )

@@ -198,6 +198,8 @@ def _targets(raw: Any, errors: _Errors) -> tuple[Target, ...]:
 
 def _depth(value: Any, limit: int) -> bool:
     """True when value nests no deeper than limit."""
+    if isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values()):
+        return limit >= 1  # flat, as most metadata is: no walk
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()

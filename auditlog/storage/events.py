@@ -63,7 +63,10 @@ class EventRow(NamedTuple):
     actor_type: str
     actor_id: str | None
     actor_email: str | None
-    ip: IPAddress | None
+    # The address's packed bytes (4 or 16) or the address itself: asyncpg's inet
+    # encoder passes either to ipaddress.ip_address, which parses an address
+    # object again from its text (7 us) but takes packed bytes at once (1 us).
+    ip: IPAddress | bytes | None
     target_ids: list[str]
     payload: str
 
@@ -120,19 +123,39 @@ async def claim_event_ids(
 ) -> set[tuple[str, uuid.UUID]]:
     """Record ids in the idempotency ledger; return those that were new.
 
-    A concurrent transaction claiming the same id makes this wait for it, then
-    reports the id as taken: two identical batches racing store one copy. Ids
-    are claimed in key order, so batches overlapping in any order cannot deadlock.
+    Call inside a transaction. A concurrent transaction claiming the same id
+    makes this wait for it, then reports the id as taken: two identical batches
+    racing store one copy. Ids are claimed in key order (workspace by code
+    point, then id), so batches overlapping in any order cannot deadlock.
+
+    Fast path: a batch of distinct ids is COPYed into the ledger inside a
+    savepoint (a plain index insert per id). Only when one of them is already
+    there (a retried or racing batch) is the savepoint rolled back and the
+    batch claimed with INSERT ... ON CONFLICT DO NOTHING, which costs more per
+    row (a speculative insertion each).
     """
+    # uuid.UUID compares in Python; its int (the same order as PostgreSQL's) in C.
+    rows = sorted(zip(workspace_ids, ids, occurred, strict=True), key=lambda r: (r[0], r[1].int))
+    keys = {(r[0], r[1]) for r in rows}
+    if len(keys) == len(rows):
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "audit_event_ids", records=rows, columns=("workspace_id", "id", "occurred_at")
+                )
+        except asyncpg.UniqueViolationError:
+            pass  # rolled back to the savepoint: nothing of the batch is in the ledger
+        else:
+            return keys
     records = await conn.fetch(
         """INSERT INTO audit_event_ids (workspace_id, id, occurred_at)
            SELECT * FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS u(w, i, t)
-           ORDER BY w, i
+           ORDER BY w COLLATE "C", i
            ON CONFLICT DO NOTHING
            RETURNING workspace_id, id""",
-        workspace_ids,
-        ids,
-        occurred,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
     )
     return {(r["workspace_id"], r["id"]) for r in records}
 
@@ -146,16 +169,34 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
     )
 
 
-async def read_login_history(
-    conn: asyncpg.Connection, workspace_id: str, candidates: Sequence[tuple[str, str, str]]
+async def remember_logins(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    candidates: Sequence[tuple[str, str, str]],
+    learned: Sequence[tuple[str, str, str, datetime]],
 ) -> set[tuple[str, str, str]]:
-    """Which of these (actor_key, kind, value) were already seen on successful logins.
+    """One round trip: which candidate (actor_key, kind, value) were already seen
+    on successful logins before this statement, and remember `learned`, the
+    (actor_key, kind, value) of this batch's successful logins with when.
 
     Only the batch's own values are looked up, so the cost does not grow with an
-    actor's history.
+    actor's history. The SELECT reads the snapshot taken before the insert in
+    the same statement, so what this batch teaches is not reported as seen.
+    The insert is insert-only, in key order: a value already known is skipped
+    without a lock, so concurrent batches of the same actors do not wait for
+    each other.
     """
     records = await conn.fetch(
-        """SELECT s.actor_key, s.kind, s.value
+        """WITH learned AS (
+               INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
+               SELECT $1, k, kind, v, min(t)
+               FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[])
+                   AS u(k, kind, v, t)
+               GROUP BY k, kind, v
+               ORDER BY k COLLATE "C", kind, v COLLATE "C"
+               ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING
+           )
+           SELECT s.actor_key, s.kind, s.value
            FROM unnest($2::text[], $3::text[], $4::text[]) AS c(k, kind, v)
            JOIN actor_logins_seen s
              ON s.workspace_id = $1 AND s.actor_key = c.k AND s.kind = c.kind AND s.value = c.v""",
@@ -163,35 +204,12 @@ async def read_login_history(
         [c[0] for c in candidates],
         [c[1] for c in candidates],
         [c[2] for c in candidates],
+        [s[0] for s in learned],
+        [s[1] for s in learned],
+        [s[2] for s in learned],
+        [s[3] for s in learned],
     )
     return {(r["actor_key"], r["kind"], r["value"]) for r in records}
-
-
-async def record_login_history(
-    conn: asyncpg.Connection,
-    workspace_id: str,
-    seen: Sequence[tuple[str, str, str, datetime]],
-) -> None:
-    """Remember (actor_key, kind, value) first seen at occurred_at on a successful login.
-
-    Insert-only, in key order: a value already known is skipped without a lock,
-    so concurrent batches of the same actors do not wait for each other.
-    """
-    if not seen:
-        return
-    await conn.execute(
-        """INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
-           SELECT $1, k, kind, v, min(t)
-           FROM unnest($2::text[], $3::text[], $4::text[], $5::timestamptz[]) AS u(k, kind, v, t)
-           GROUP BY k, kind, v
-           ORDER BY k, kind, v
-           ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING""",
-        workspace_id,
-        [s[0] for s in seen],
-        [s[1] for s in seen],
-        [s[2] for s in seen],
-        [s[3] for s in seen],
-    )
 
 
 # The workspace's retention, read inside the statement (one round trip less than
