@@ -123,6 +123,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         "port": args.port,
         "log_level": args.log_level,
         "ws": "websockets-sansio",
+        # Compression is per connection: with it on, every live tail event is
+        # deflated once per subscriber (a quarter of the server's CPU with 1,000
+        # subscribers, docs/benchmarks.md). Off unless asked for.
+        "ws_per_message_deflate": args.ws_deflate,
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings, background=not args.no_background), **options)
@@ -183,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="server processes (without REDIS_URL, live tail reaches other processes' "
         "events by polling, within a second)",
+    )
+    serve.add_argument(
+        "--ws-deflate",
+        action="store_true",
+        help="accept websocket compression (permessage-deflate): less bandwidth for "
+        "live tail subscribers, one compression per subscriber per event",
     )
     serve.set_defaults(handler=cmd_serve)
 

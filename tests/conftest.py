@@ -117,8 +117,13 @@ class RunningService:
 async def start_service(settings: Settings, *, background: bool = False) -> RunningService:
     app = create_app(settings, background=background)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"
+    config = uvicorn.Config(  # as `auditlog serve` runs it
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets
 
 from tests.conftest import (
     SECRET_KEY,
@@ -23,7 +24,7 @@ from tests.conftest import (
     start_service,
     stop_service,
 )
-from tests.live_client import live_client
+from tests.live_client import live_client, ws_url
 from tests.test_live import PRODUCT, ingest
 
 pytestmark = pytest.mark.redis
@@ -173,6 +174,15 @@ async def test_subscriber_on_one_process_receives_events_ingested_on_another(
             )
         assert [e["node"]["id"] for e in edges] == ids
         assert ids[1] in [e["node"]["id"] for e in page["data"]["auditEvents"]["edges"]]
+        # `auditlog serve` declines websocket compression (one deflate per
+        # subscriber per event) unless started with --ws-deflate.
+        async with websockets.connect(
+            ws_url(urls[0]),
+            subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        ) as ws:
+            assert ws.request is not None and ws.response is not None
+            assert "permessage-deflate" in ws.request.headers["Sec-WebSocket-Extensions"]
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
     finally:
         for proc in procs:
             proc.terminate()
