@@ -118,9 +118,14 @@ class SessionTokens:
 
 
 async def authenticate(
-    conn: asyncpg.Connection, authorization: str | None, sessions: SessionTokens
+    pool: asyncpg.Pool, authorization: str | None, sessions: SessionTokens
 ) -> Principal:
-    """The principal behind an `Authorization: Bearer ...` value, or AuthError."""
+    """The principal behind an `Authorization: Bearer ...` value, or AuthError.
+
+    A pooled connection is taken only for the lookup itself, never while a
+    token's signature is checked (which may fetch the JWKS over the network):
+    a slow identity provider cannot hold the pool.
+    """
     if not authorization:
         raise AuthError("missing Authorization header")
     scheme, _, token = authorization.strip().partition(" ")
@@ -129,8 +134,9 @@ async def authenticate(
         raise AuthError("the Authorization header must be 'Bearer <token>'")
     parts = split_token(token)
     if parts is not None:
-        return await _authenticate_key(conn, *parts)
-    return await _authenticate_jwt(conn, token, sessions)
+        async with pool.acquire() as conn:
+            return await _authenticate_key(conn, *parts)
+    return await _authenticate_jwt(pool, token, sessions)
 
 
 async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) -> Principal:
@@ -142,16 +148,16 @@ async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) 
     return Principal(workspace_id=key.workspace_id, role=key.role, key_id=key.id)
 
 
-async def _authenticate_jwt(
-    conn: asyncpg.Connection, token: str, sessions: SessionTokens
-) -> Principal:
+async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTokens) -> Principal:
     if not sessions.enabled:
         raise AuthError("invalid token")
     claims = await sessions.claims(token)
     role, workspace = claims.get("role"), claims.get("workspace")
     if role not in ("owner", "admin", "member") or not isinstance(workspace, str):
         raise AuthError("invalid token: role must be owner, admin or member")
-    if await read_workspace(conn, workspace) is None:
+    async with pool.acquire() as conn:
+        known = await read_workspace(conn, workspace) is not None
+    if not known:
         raise AuthError("invalid token: unknown workspace")
     email = claims.get("email")
     return Principal(

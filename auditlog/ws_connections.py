@@ -46,8 +46,7 @@ async def admit(context: Context, payload: Any) -> tuple[int, str] | None:
         return 4401, "Unauthorized: authorization must be a string"
     services = context.services
     try:
-        async with services.pool.acquire() as conn:
-            principal = await authenticate(conn, authorization, services.sessions)
+        principal = await authenticate(services.pool, authorization, services.sessions)
     except AuthError as exc:
         return 4401, f"Unauthorized: {exc}"[:_MAX_REASON]
     if not principal.can_read:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -89,3 +90,56 @@ async def test_rs256_session_from_jwks(jwks_service: RunningService) -> None:
             "/graphql", json=query, headers={"Authorization": f"Bearer {expired}"}
         )
         assert late.status_code == 401
+
+
+async def test_a_slow_identity_provider_cannot_hold_the_pool(
+    database_url: str, data_dir: Path
+) -> None:
+    """Tokens whose key must be fetched from a JWKS endpoint that answers in 3 s:
+    while a dozen of them wait (more than the pool's 10 connections), a request
+    with an API key is still answered at once, because no pooled connection is
+    held while a signature is checked."""
+    jwk = json.loads(RSAAlgorithm.to_jwk(PRIVATE_KEY.public_key()))
+    jwk.update({"kid": "k1", "use": "sig", "alg": "RS256"})
+
+    async def slow_keys(_: object) -> JSONResponse:
+        await asyncio.sleep(3)
+        return JSONResponse({"keys": [jwk]})
+
+    app = Starlette(routes=[Route("/jwks.json", slow_keys)])
+    async with serve_asgi(app) as base:
+        settings = make_settings(database_url, data_dir, jwks_url=f"{base}/jwks.json")
+        running = await start_service(settings)
+        try:
+            services = running.services
+            await accounts.create_workspace(services.pool, "jwks-slow", "enterprise")
+            key = await accounts.create_key(
+                services.pool, services.ingestor, workspace_id="jwks-slow", role="admin"
+            )
+            query = {"query": "{ workspace { id } }"}
+            # An unknown kid makes every request fetch the key set again.
+            token = jwt.encode(
+                _claims("jwks-slow"), PRIVATE_KEY, algorithm="RS256", headers={"kid": "k-new"}
+            )
+            async with httpx.AsyncClient(base_url=running.base_url, timeout=60) as http:
+                waiting = [
+                    asyncio.create_task(
+                        http.post(
+                            "/graphql", json=query, headers={"Authorization": f"Bearer {token}"}
+                        )
+                    )
+                    for _ in range(12)
+                ]
+                await asyncio.sleep(0.5)
+                started = time.monotonic()
+                quick = await http.post(
+                    "/graphql", json=query, headers={"Authorization": f"Bearer {key.key}"}
+                )
+                elapsed = time.monotonic() - started
+                slow = await asyncio.gather(*waiting)
+            assert quick.status_code == 200
+            assert quick.json()["data"]["workspace"]["id"] == "jwks-slow"
+            assert elapsed < 1.5, elapsed
+            assert all(r.status_code == 401 for r in slow)
+        finally:
+            await stop_service(running)

@@ -36,5 +36,4 @@ def unauthorized(message: str) -> Response:
 async def principal_of(conn: HTTPConnection) -> Principal:
     """Authenticate the request's bearer token (raises AuthError)."""
     services = services_of(conn)
-    async with services.pool.acquire() as db:
-        return await authenticate(db, conn.headers.get("authorization"), services.sessions)
+    return await authenticate(services.pool, conn.headers.get("authorization"), services.sessions)
