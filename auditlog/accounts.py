@@ -10,7 +10,7 @@ import asyncpg
 
 from auditlog.auth import ROLES, hash_secret, new_key_material
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.ingest.service import Ingestor
+from auditlog.ingest.service import Ingestor, IngestResult
 from auditlog.ingest.service_events import record_service_event
 from auditlog.storage import keys as key_store
 from auditlog.storage import workspaces as ws_store
@@ -83,7 +83,9 @@ async def create_key(
     if workspace_id is None and role != "ingest":
         raise BadInputError("role", "a platform key can only be an ingest key")
     key_id, secret, token = new_key_material()
-    async with pool.acquire() as conn:
+    # The key and its audit event commit together, or neither does.
+    recorded: IngestResult | None = None
+    async with pool.acquire() as conn, conn.transaction():
         if workspace_id is not None and await ws_store.read_workspace(conn, workspace_id) is None:
             raise NotFoundError(f"no workspace {workspace_id!r}")
         await key_store.insert_api_key(
@@ -94,33 +96,40 @@ async def create_key(
             name=name,
             secret_hash=hash_secret(secret),
         )
-    if workspace_id is not None:
-        await record_service_event(
-            ingestor,
-            workspace_id,
-            "audit_log.api_key.created",
-            actor=actor,
-            targets=[{"type": "api_key", "id": key_id, "name": name}],
-            metadata={"role": role},
-        )
+        if workspace_id is not None:
+            recorded = await record_service_event(
+                ingestor,
+                workspace_id,
+                "audit_log.api_key.created",
+                actor=actor,
+                targets=[{"type": "api_key", "id": key_id, "name": name}],
+                metadata={"role": role},
+                conn=conn,
+            )
+    if recorded is not None:
+        await ingestor.notify_committed(recorded)
     return CreatedKey(id=key_id, key=token, workspace_id=workspace_id, role=role)
 
 
 async def revoke_key(
     pool: asyncpg.Pool, ingestor: Ingestor, key_id: str, actor: dict[str, Any] | None = None
 ) -> key_store.ApiKeyRow:
-    async with pool.acquire() as conn:
+    recorded: IngestResult | None = None
+    async with pool.acquire() as conn, conn.transaction():
         revoked = await key_store.revoke_api_key(conn, key_id)
-    if revoked is None:
-        raise NotFoundError(f"no key {key_id!r}")
-    row, now_revoked = revoked
-    if now_revoked and row.workspace_id is not None:
-        await record_service_event(
-            ingestor,
-            row.workspace_id,
-            "audit_log.api_key.revoked",
-            actor=actor,
-            targets=[{"type": "api_key", "id": row.id, "name": row.name}],
-            metadata={"role": row.role},
-        )
+        if revoked is None:
+            raise NotFoundError(f"no key {key_id!r}")
+        row, now_revoked = revoked
+        if now_revoked and row.workspace_id is not None:
+            recorded = await record_service_event(
+                ingestor,
+                row.workspace_id,
+                "audit_log.api_key.revoked",
+                actor=actor,
+                targets=[{"type": "api_key", "id": row.id, "name": row.name}],
+                metadata={"role": row.role},
+                conn=conn,
+            )
+    if recorded is not None:
+        await ingestor.notify_committed(recorded)
     return row

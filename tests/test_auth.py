@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import asyncpg
 import jwt
+import pytest
 
 from auditlog import accounts
 from auditlog.runtime import Services
@@ -141,6 +143,60 @@ async def test_key_creation_and_revocation_are_audited(
     assert ("audit_log.api_key.revoked", created.id) in seen
     assert ("audit_log.api_key.created", created.id) in seen
     assert created.key not in str(body)
+
+
+async def test_a_key_is_not_created_or_revoked_without_its_audit_event(
+    workspace: WorkspaceKeys, services: Services, database_url: str
+) -> None:
+    """The key and its audit_log.api_key.* event commit together: when the event
+    cannot be written (here the database refuses it, by a trigger the test puts
+    on the idempotency ledger for this workspace), no key is created and no
+    revocation sticks."""
+    created = await accounts.create_key(
+        services.pool, services.ingestor, workspace_id=workspace.id, role="admin", name="keep"
+    )
+    owner = await asyncpg.connect(database_url)
+    try:
+        await owner.execute(
+            f"""CREATE FUNCTION test_refuse_ledger() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.workspace_id = '{workspace.id}' THEN
+                        RAISE EXCEPTION 'the test refuses this event';
+                    END IF;
+                    RETURN NEW;
+                END $$;
+                CREATE TRIGGER test_refuse_ledger BEFORE INSERT ON audit_event_ids
+                    FOR EACH ROW EXECUTE FUNCTION test_refuse_ledger();"""
+        )
+        before = await owner.fetchval(
+            "SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace.id
+        )
+        with pytest.raises(asyncpg.RaiseError):
+            await accounts.create_key(
+                services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
+            )
+        with pytest.raises(asyncpg.RaiseError):
+            await accounts.revoke_key(services.pool, services.ingestor, created.id)
+        after = await owner.fetchval(
+            "SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace.id
+        )
+        revoked_at = await owner.fetchval(
+            "SELECT revoked_at FROM api_keys WHERE id = $1", created.id
+        )
+    finally:
+        await owner.execute(
+            "DROP TRIGGER IF EXISTS test_refuse_ledger ON audit_event_ids;"
+            "DROP FUNCTION IF EXISTS test_refuse_ledger();"
+        )
+        await owner.close()
+    assert after == before
+    assert revoked_at is None
+    response = await workspace.http.post(
+        "/graphql",
+        json={"query": "{ workspace { id } }"},
+        headers={"Authorization": f"Bearer {created.key}"},
+    )
+    assert response.status_code == 200
 
 
 async def test_oversized_graphql_request_is_refused(workspace: WorkspaceKeys) -> None:

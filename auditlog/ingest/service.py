@@ -40,6 +40,8 @@ class IngestResult:
     accepted: int
     duplicates: int
     ids: list[str]
+    # Workspaces that got new events: their live tails are rung after commit.
+    workspaces: frozenset[str] = frozenset()
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -158,32 +160,60 @@ class Ingestor:
         return await self.append(events, scope_workspace, now)
 
     async def append(
-        self, events: Sequence[EventIn], scope_workspace: str | None, now: datetime | None = None
+        self,
+        events: Sequence[EventIn],
+        scope_workspace: str | None,
+        now: datetime | None = None,
+        *,
+        conn: asyncpg.Connection | None = None,
     ) -> IngestResult:
-        """Store validated events (also used by the service for its own audit_log.* events)."""
+        """Store validated events (also used by the service for its own audit_log.* events).
+
+        With `conn`, the events are written inside the caller's open transaction
+        (so that they commit or roll back with the caller's own writes) and no
+        one is notified: after its commit the caller passes the result to
+        `notify_committed`.
+        """
         now = now or datetime.now(UTC)
-        events = [self._with_id(e, now) for e in events]
-        ws_ids = sorted({e.workspace_id or scope_workspace or "" for e in events})
-        async with self._pool.acquire() as conn:
-            workspaces = await read_workspaces(conn, ws_ids)
-            self._check_workspaces(events, scope_workspace, workspaces, now)
-            await self._ensure_partitions(conn, events)
-            prepared = [self._prepare(e, scope_workspace) for e in events]
-            async with conn.transaction():
-                fresh = await self._claim(conn, prepared)
-                await self._login_anomalies(conn, fresh)
-                received = format_timestamp(now)
-                rows = [self._row(p, now, received) for p in fresh]
-                await event_store.copy_events(conn, rows)
-        if fresh and self._notify is not None:
+        if conn is not None:
+            return await self._append_on(conn, events, scope_workspace, now)
+        async with self._pool.acquire() as own:
+            result = await self._append_on(own, events, scope_workspace, now)
+        await self.notify_committed(result)
+        return result
+
+    async def notify_committed(self, result: IngestResult) -> None:
+        """Ring the live tails of the workspaces that got committed events."""
+        if result.workspaces and self._notify is not None:
             try:
-                await self._notify({p.workspace_id for p in fresh})
+                await self._notify(set(result.workspaces))
             except Exception:  # readers catch up from the database on their next poll
                 log.exception("live notification failed after commit")
+
+    async def _append_on(
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[EventIn],
+        scope_workspace: str | None,
+        now: datetime,
+    ) -> IngestResult:
+        events = [self._with_id(e, now) for e in events]
+        ws_ids = sorted({e.workspace_id or scope_workspace or "" for e in events})
+        workspaces = await read_workspaces(conn, ws_ids)
+        self._check_workspaces(events, scope_workspace, workspaces, now)
+        await self._ensure_partitions(conn, events)
+        prepared = [self._prepare(e, scope_workspace) for e in events]
+        async with conn.transaction():
+            fresh = await self._claim(conn, prepared)
+            await self._login_anomalies(conn, fresh)
+            received = format_timestamp(now)
+            rows = [self._row(p, now, received) for p in fresh]
+            await event_store.copy_events(conn, rows)
         return IngestResult(
             accepted=len(fresh),
             duplicates=len(events) - len(fresh),
             ids=[str(e.id) for e in events],
+            workspaces=frozenset(p.workspace_id for p in fresh),
         )
 
     def _prepare(self, e: EventIn, scope_workspace: str | None) -> _Prepared:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
+
 from auditlog.catalog import CATEGORY_OF
 from auditlog.ingest.service import Ingestor, IngestResult, uuid7
 from auditlog.ingest.validate import Actor, EventIn, Target
@@ -20,8 +22,13 @@ async def record_service_event(
     actor: dict[str, Any] | None = None,
     targets: list[dict[str, Any]] | None = None,
     metadata: dict[str, Any] | None = None,
+    conn: asyncpg.Connection | None = None,
 ) -> IngestResult:
-    """Append one audit_log.* event for workspace_id, stamped now."""
+    """Append one audit_log.* event for workspace_id, stamped now.
+
+    With `conn`, inside the caller's transaction (see Ingestor.append): the
+    caller notifies with `ingestor.notify_committed(result)` after its commit.
+    """
     now = datetime.now(UTC)
     who = (
         Actor(
@@ -45,4 +52,4 @@ async def record_service_event(
         user_agent=None,
         metadata=metadata or {},
     )
-    return await ingestor.append([event], workspace_id, now)
+    return await ingestor.append([event], workspace_id, now, conn=conn)
