@@ -6,10 +6,11 @@ need the database (keys, workspaces), so both see the same wiring.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -37,6 +38,14 @@ class Services:
     cursors: CursorCodec
     sessions: SessionTokens
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
+    # Export downloads hold a pooled connection while they stream; at most this
+    # many do at once, so slow downloads can never take the whole pool.
+    download_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(3))
+
+
+def download_slots_for(pool_size: int) -> int:
+    """Concurrent export downloads per process: a third of the pool, at least one."""
+    return max(1, pool_size // 3)
 
 
 async def migrate(database_url: str) -> list[str]:
@@ -69,6 +78,7 @@ async def open_services(
             ingestor=ingestor,
             cursors=CursorCodec(settings.secret_key),
             sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
+            download_slots=asyncio.Semaphore(download_slots_for(pool_size)),
         )
     finally:
         await bus.disconnect()

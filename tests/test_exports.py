@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from auditlog.config import Settings
 from auditlog.errors import ConfigError
 from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
-from auditlog.runtime import Services
+from auditlog.runtime import Services, download_slots_for
 from auditlog.storage.events import EventFilter
 from tests.conftest import JWT_SECRET, SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
 from tests.exports_support import LIST, ONE, create_export, csv_rows, download
@@ -360,3 +361,33 @@ async def test_console_session_is_the_actor_of_its_export(
     assert recorded["actor"]["type"] == "USER"
     assert (recorded["actor"]["id"], recorded["actor"]["email"]) == ("user-42", "grace@acme.io")
     assert recorded["metadata"]["exportId"] == export["id"]
+
+
+async def test_downloads_past_the_slots_wait_without_taking_the_pool(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """Each streaming download holds a pooled connection: past the process's
+    download slots, another download waits for one to end, and the API keeps
+    answering meanwhile."""
+    for _ in range(3):
+        response = await workspace.ingest([event("file.uploaded") for _ in range(700)])
+        assert response.status_code == 202, response.text
+    export = await create_export(workspace, "NDJSON", {"actions": ["file.uploaded"]})
+    row = await export_service.find_export(services, workspace.id, uuid.UUID(export["id"]))
+    assert row is not None and row.plan.row_count == 2100
+    slots = download_slots_for(10)  # the test service's pool holds 10 connections
+    streams = [export_service.stream_part(services, row, 1) for _ in range(slots)]
+    extra = export_service.stream_part(services, row, 1)
+    try:
+        for stream in streams:
+            assert len(await anext(stream)) == 2000  # suspended mid-part, connection held
+        waiting = asyncio.ensure_future(anext(extra))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        body = await workspace.gql("{ workspace { id } }")
+        assert body["data"]["workspace"]["id"] == workspace.id
+        await streams[0].aclose()  # one download ends: the waiting one goes on
+        assert len(await asyncio.wait_for(waiting, 10)) == 2000
+    finally:
+        for stream in [*streams, extra]:
+            await stream.aclose()

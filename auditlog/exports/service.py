@@ -124,8 +124,13 @@ async def list_exports(
 async def stream_part(
     services: Services, row: export_store.ExportRow, part: int
 ) -> AsyncIterator[list[str]]:
-    """One part's stored payloads in batches; holds one pooled connection while it runs."""
-    async with services.pool.acquire() as conn:
+    """One part's stored payloads in batches; holds one pooled connection while it runs.
+
+    Downloads take a slot first (services.download_slots): past that many at
+    once, a download waits for one to end (its response has started; its
+    first bytes come later) instead of taking a connection the API needs.
+    """
+    async with services.download_slots, services.pool.acquire() as conn:
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
