@@ -6,8 +6,9 @@ Policy:
   destination's categories; cut them into batches the sink accepts (events
   and bytes); send each; move the cursor only after the sink acknowledged.
   At least once: a crash between acknowledgement and cursor update resends.
-- New events are noticed by the LiveBus doorbell and, whatever happens to
-  it, by polling at least every `poll_seconds`.
+- New events are noticed by the worker's doorbell listener (the same one the
+  live tail uses: it reconnects after a Redis restart and then rings every
+  workspace) and, whatever happens to it, by polling every `poll_seconds`.
 - A retryable failure (network, timeout, 408/425/429, 5xx) backs off
   exponentially with full jitter, at least as long as `Retry-After` says; after
   `FAILING_AFTER` in a row the destination shows FAILING. A permanent one
@@ -23,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,9 +36,9 @@ from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
 from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
-from auditlog.streaming.bus import LiveBus, channel_for
 from auditlog.streaming.config import MASK, restore_config
 from auditlog.streaming.credentials import CredentialBox
+from auditlog.streaming.doorbell import WakeEvents
 from auditlog.streaming.netguard import NetworkPolicy
 from auditlog.streaming.sinks import build_sink
 from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget
@@ -106,7 +107,7 @@ class DestinationDelivery:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        bus: LiveBus | None,
+        doorbells: WakeEvents | None,
         box: CredentialBox,
         policy: NetworkPolicy,
         worker_id: str,
@@ -114,7 +115,7 @@ class DestinationDelivery:
         options: DeliveryOptions,
     ) -> None:
         self.pool = pool
-        self.bus = bus
+        self.doorbells = doorbells
         self.box = box
         self.policy = policy
         self.worker_id = worker_id
@@ -126,34 +127,22 @@ class DestinationDelivery:
 
     async def run(self) -> None:
         try:
-            async with self._doorbell() as wake:
+            with self._doorbell() as wake:
                 while await self._step(wake):
                     pass
         finally:
             if self.sink is not None:
                 await self.sink.aclose()
 
-    @asynccontextmanager
-    async def _doorbell(self) -> AsyncIterator[asyncio.Event]:
-        wake = asyncio.Event()
-        if self.bus is None:
-            yield wake
+    @contextmanager
+    def _doorbell(self) -> Iterator[asyncio.Event]:
+        """Set when the destination's workspace gets events (without a bus: never,
+        and the delivery polls)."""
+        if self.doorbells is None:
+            yield asyncio.Event()
             return
-
-        async def listen() -> None:
-            assert self.bus is not None
-            async with self.bus.broadcast.subscribe(channel_for(self.key.workspace_id)) as sub:
-                while True:
-                    await sub.get()
-                    wake.set()
-
-        listener = asyncio.create_task(listen())
-        try:
+        with self.doorbells.wake_for(self.key.workspace_id) as wake:
             yield wake
-        finally:
-            listener.cancel()
-            with suppress(asyncio.CancelledError, Exception):
-                await listener
 
     async def _wait(self, wake: asyncio.Event, seconds: float) -> None:
         with suppress(TimeoutError):

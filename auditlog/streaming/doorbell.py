@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from broadcaster import Broadcast
 
@@ -136,6 +136,45 @@ class DoorbellListener:
             await asyncio.sleep(self._heartbeat_interval)
             if time.monotonic() - self._last_beat > self._heartbeat_timeout:
                 raise BusDown("heartbeat not received")
+
+
+class WakeEvents:
+    """asyncio.Events rung by one DoorbellListener, any number per workspace.
+
+    For the stream workers: each delivery task waits on its own Event, and the
+    listener (which reconnects after a Redis restart and then rings every
+    watched workspace) sets the Events of the workspace that got events.
+    """
+
+    def __init__(self, bus: LiveBus) -> None:
+        self._events: dict[str, set[asyncio.Event]] = {}
+        self.listener = DoorbellListener(bus, self._ring)
+
+    def start(self) -> None:
+        self.listener.start()
+
+    async def stop(self) -> None:
+        await self.listener.stop()
+
+    def _ring(self, workspace_id: str) -> None:
+        for event in self._events.get(workspace_id, ()):
+            event.set()
+
+    @contextlib.contextmanager
+    def wake_for(self, workspace_id: str) -> Iterator[asyncio.Event]:
+        """An Event set whenever workspace_id rings, until the block ends."""
+        event = asyncio.Event()
+        events = self._events.setdefault(workspace_id, set())
+        if not events:
+            self.listener.watch(workspace_id)
+        events.add(event)
+        try:
+            yield event
+        finally:
+            events.discard(event)
+            if not events:
+                del self._events[workspace_id]
+                self.listener.unwatch(workspace_id)
 
 
 async def _close(broadcast: Broadcast) -> None:

@@ -32,6 +32,7 @@ from auditlog.storage import streams as store
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.credentials import CredentialBox
 from auditlog.streaming.delivery import DeliveryOptions, DestinationDelivery
+from auditlog.streaming.doorbell import WakeEvents
 from auditlog.streaming.netguard import NetworkPolicy
 
 log = logging.getLogger(__name__)
@@ -61,9 +62,12 @@ class StreamWorker:
         self.box = CredentialBox(settings.secret_key)
         self.policy = NetworkPolicy(settings.allow_private_destinations)
         self.tasks: dict[store.DestinationKey, asyncio.Task[None]] = {}
+        self.doorbells = WakeEvents(bus) if bus is not None else None
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("stream worker %s started", self.worker_id)
+        if self.doorbells is not None:
+            self.doorbells.start()
         try:
             while not stop.is_set():
                 try:
@@ -74,6 +78,8 @@ class StreamWorker:
                     await asyncio.wait_for(stop.wait(), timeout=BALANCE_SECONDS)
         finally:
             await self._shutdown()
+            if self.doorbells is not None:
+                await self.doorbells.stop()
             log.info("stream worker %s stopped", self.worker_id)
 
     async def balance(self) -> None:
@@ -96,7 +102,7 @@ class StreamWorker:
 
     def _start(self, key: store.DestinationKey) -> None:
         delivery = DestinationDelivery(
-            self.pool, self.bus, self.box, self.policy, self.worker_id, key, self.options
+            self.pool, self.doorbells, self.box, self.policy, self.worker_id, key, self.options
         )
         self.tasks[key] = asyncio.create_task(delivery.run(), name=f"deliver {key.id}")
 

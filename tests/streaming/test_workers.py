@@ -16,6 +16,7 @@ import pytest
 
 from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
 from tests.conftest import (
     SECRET_KEY,
@@ -29,6 +30,7 @@ from tests.conftest import (
 from tests.streaming.conftest import FAST
 from tests.streaming.gql import create_destination, destination
 from tests.streaming.receivers import Receiver, ingest, wait_until, webhook_events
+from tests.test_live_redis import RedisServer
 
 
 @pytest.fixture
@@ -191,3 +193,47 @@ async def test_credentials_that_cannot_be_decrypted_show_failing(
 
         await wait_until(failing)
     assert receiver.requests == []
+
+
+@pytest.mark.redis
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_worker_doorbell_survives_a_redis_restart(
+    database_url: str, data_dir: Path, workspace: WorkspaceKeys, receiver: Receiver
+) -> None:
+    """A worker polling only every 60 s still delivers within seconds, before and
+    after its Redis restarts: its doorbell listener reconnects (broadcaster alone
+    would stay deaf to every later doorbell)."""
+    redis = RedisServer()
+    redis.start()
+    settings = make_settings(database_url, data_dir, redis_url=redis.url)
+    running = await start_service(settings)
+    slow_poll = DeliveryOptions(lease_seconds=4, poll_seconds=60, send_timeout=1.0)
+    try:
+        services = running.services
+        async with (
+            httpx.AsyncClient(base_url=running.base_url, timeout=30) as http,
+            running_worker(services.pool, services.bus, services.settings, slow_poll) as worker,
+        ):
+            workspace.http = http
+            created = await create_destination(workspace, {"webhook": {"url": receiver.url}})
+            secret = created["webhookSecret"]
+            assert worker.doorbells is not None
+            await wait_until(lambda: worker.tasks, within=10)  # leased and listening
+            await asyncio.sleep(1.0)
+
+            def delivered() -> set[str]:
+                return {e["id"] for e in webhook_events(receiver, secret)}
+
+            before = await ingest(workspace, [event("file.uploaded")])
+            await wait_until(lambda: before[0] in delivered(), within=8)
+
+            connections = worker.doorbells.listener.connections
+            redis.stop()
+            redis.start()
+            await wait_until(lambda: worker.doorbells.listener.connections > connections, 20)
+            await asyncio.sleep(0.5)
+            after = await ingest(workspace, [event("file.uploaded")])
+            await wait_until(lambda: after[0] in delivered(), within=8)
+    finally:
+        await stop_service(running)
+        redis.stop()
