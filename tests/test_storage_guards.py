@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 from auditlog.runtime import Services
+from auditlog.storage.database import create_pool
 from tests.conftest import WorkspaceKeys, event
 
 
@@ -54,3 +55,23 @@ async def test_trigger_refuses_even_the_owner(workspace: WorkspaceKeys, services
             await conn.execute(f'TRUNCATE "{partition}"')
     finally:
         await conn.close()
+
+
+async def test_a_released_connection_comes_back_clean(database_url: str) -> None:
+    """Pooled connections go back without asyncpg's reset query: a transaction
+    left open is still rolled back, and the next user is the runtime role with
+    the service's settings."""
+    pool = await create_pool(database_url, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_behind (x int) ON COMMIT DROP")
+            assert conn.is_in_transaction()
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_behind')") is None
+            assert await conn.fetchval("SELECT current_user") == "auditlog_runtime"
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+            assert await conn.fetchval("SHOW TimeZone") == "UTC"
+    finally:
+        await pool.close()

@@ -65,6 +65,23 @@ def runtime_server_settings() -> dict[str, str]:
     }
 
 
+class RuntimeConnection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection that goes back to the pool without a reset round trip.
+
+    asyncpg resets every released connection with `SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`: one more round
+    trip per checkout (0.36 ms of 0.57 ms for a checkout and a `SELECT 1` on
+    this project's CI machine). The service leaves no session state behind to
+    reset: its settings come once with the connection (runtime_server_settings),
+    advisory locks on pooled connections are transaction-scoped, cursors live in
+    transactions, nothing LISTENs. An open transaction is still rolled back on
+    release (asyncpg does that whatever this returns).
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         url,
@@ -72,6 +89,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         max_size=max_size,
         init=_init_connection,
         server_settings=runtime_server_settings(),
+        connection_class=RuntimeConnection,
     )
     assert pool is not None
     return pool
