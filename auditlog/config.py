@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
 from dotenv import dotenv_values
@@ -41,6 +42,18 @@ def _seconds(env: dict[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _public_url(raw: str | None) -> str | None:
+    """An absolute http(s) URL without query or fragment, without a trailing slash."""
+    if raw is None:
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("AUDITLOG_PUBLIC_URL: must be an absolute http:// or https:// URL")
+    if parts.query or parts.fragment:
+        raise ConfigError("AUDITLOG_PUBLIC_URL: must not carry a query or a fragment")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
 def _default_data_dir() -> Path:
     # As root the embedded PostgreSQL runs as its own system user, which must be
     # able to reach the data folder: /var/lib suits a root service, and avoids
@@ -63,7 +76,9 @@ class Settings:
     allow_private_destinations: bool = False
     # How long a signed export download link stays valid.
     export_link_ttl_seconds: int = 3600
-    # Where the service keeps the generated secret key when none is configured.
+    # The service's address as clients reach it (behind a proxy, with any path
+    # prefix): download links start with it. Unset: the request's own address.
+    public_url: str | None = None
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
@@ -90,6 +105,7 @@ class Settings:
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
+            public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

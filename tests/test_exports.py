@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -21,7 +22,16 @@ from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
 from auditlog.runtime import Services, download_slots_for
 from auditlog.storage.events import EventFilter
-from tests.conftest import JWT_SECRET, SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
+from tests.conftest import (
+    JWT_SECRET,
+    SECRET_KEY,
+    WorkspaceKeys,
+    create_workspace_keys,
+    event,
+    make_settings,
+    start_service,
+    stop_service,
+)
 from tests.exports_support import LIST, ONE, create_export, csv_rows, download
 
 # The documented, stable column order (docs/exports.md), spelled out on purpose.
@@ -325,6 +335,34 @@ def test_link_lifetime_is_configurable() -> None:
     for bad in ("0", "-1", "soon"):
         with pytest.raises(ConfigError, match="AUDITLOG_EXPORT_LINK_TTL_SECONDS"):
             Settings.from_env({"AUDITLOG_EXPORT_LINK_TTL_SECONDS": bad})
+
+
+def test_public_url_is_checked() -> None:
+    env = {"AUDITLOG_PUBLIC_URL": "https://audit.example.com/logs/"}
+    assert Settings.from_env(env).public_url == "https://audit.example.com/logs"
+    assert Settings.from_env({}).public_url is None
+    for bad in ("audit.example.com", "ftp://audit.example.com", "https://a.example/?x=1"):
+        with pytest.raises(ConfigError, match="AUDITLOG_PUBLIC_URL"):
+            Settings.from_env({"AUDITLOG_PUBLIC_URL": bad})
+
+
+async def test_links_start_with_the_public_url(database_url: str, data_dir: Path) -> None:
+    """Behind a proxy that serves the API under /audit, links carry that address;
+    the proxy strips the prefix and the link, unchanged otherwise, downloads."""
+    public = "https://audit.example.com/audit"
+    running = await start_service(make_settings(database_url, data_dir, public_url=public))
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as http:
+            ws = await create_workspace_keys(running.services, http)
+            assert (await ws.ingest([event("file.uploaded")])).status_code == 202
+            export = await create_export(ws, "CSV", None)
+            url = export["files"][0]["url"]
+            assert url.startswith(public + "/v1/exports/" + ws.id + "/")
+            behind_proxy = running.base_url + url.removeprefix(public)
+            response = await download(http, behind_proxy)
+        assert len(csv_rows(response.content)) == 1 + export["rowCount"]
+    finally:
+        await stop_service(running)
 
 
 @pytest.mark.parametrize("events", [4, 5])

@@ -25,7 +25,9 @@ def _parse_id(value: str) -> uuid.UUID | None:
 
 def _to_graphql(ctx: Context, row: ExportRow) -> Export:
     now = datetime.now(UTC)
-    base_url = str(ctx.request.base_url) if ctx.request is not None else ""
+    base_url = ctx.services.settings.public_url or (
+        str(ctx.request.base_url) if ctx.request is not None else ""
+    )
     links = export_service.download_links(ctx.services, row, base_url, now)
     return Export.from_row(row, links, now)
 
