@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from gql import Client, gql
+from gql.transport.httpx import HTTPXAsyncTransport
 
 from auditlog import accounts
 from auditlog.catalog import CATALOG
@@ -190,6 +192,27 @@ async def test_limits_refuse_depth_aliases_cost_and_size_before_any_work(
     assert "values" in await too_complex(workspace, "{ workspace { ...F19 } }\n" + bomb)
     huge = "{ workspace { " + "id " * 6000 + "} }"
     assert "tokens" in await too_complex(workspace, huge)
+
+
+async def test_clients_that_introspect_first_work(workspace: WorkspaceKeys) -> None:
+    """gql with fetch_schema_from_transport (as GraphiQL and code generators do)
+    sends graphql-core's whole introspection query, its `ofType` chains nested
+    deeper than the depth limit: it is answered, and the client then validates
+    and runs queries against the fetched schema. Deep nesting through the
+    introspection types themselves is still refused."""
+    transport = HTTPXAsyncTransport(
+        url=str(workspace.http.base_url).rstrip("/") + "/graphql",
+        headers=workspace.auth(workspace.admin),
+    )
+    client = Client(transport=transport, fetch_schema_from_transport=True)
+    async with client as session:
+        result = await session.execute(gql("{ workspace { id plan } }"))
+        assert client.schema is not None
+        assert client.schema.get_type("AuditEventFilter") is not None
+    assert result["workspace"]["id"] == workspace.id
+    deep = "{ __schema { types { fields { type { fields { type { fields { type { fields {"
+    deep += " type { fields { name } } } } } } } } } } } }"
+    assert "deeper" in await too_complex(workspace, deep)
 
 
 async def test_a_full_page_of_500_with_every_field_is_allowed(workspace: WorkspaceKeys) -> None:

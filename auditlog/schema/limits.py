@@ -40,6 +40,7 @@ PAGE_MAX = 500
 EXPORTS_DEFAULT = 20
 EXPORTS_MAX = 100
 _PAGE_ARGUMENTS = ("first", "last")
+_INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
 
 @dataclass
@@ -69,25 +70,36 @@ class _Walker:
         self.measure = _Measure()
 
     def walk(
-        self, selections: SelectionSetNode | None, depth: int, weight: int, path: frozenset[str]
+        self,
+        selections: SelectionSetNode | None,
+        depth: int,
+        weight: int,
+        path: frozenset[str],
+        introspection: bool = False,
     ) -> None:
         if selections is None or self.over_limits():
             return
         for selection in selections.selections:
             if isinstance(selection, FieldNode):
-                self.measure.depth = max(self.measure.depth, depth + 1)
+                name = selection.name.value
+                inside = introspection or name in _INTROSPECTION_ROOTS
+                # `ofType` unwraps one list or non-null wrapper: a chain of single
+                # objects, which the standard introspection query (graphql-core's,
+                # as gql and GraphiQL send it) nests 7 deep. It adds no depth.
+                here = depth if inside and name == "ofType" else depth + 1
+                self.measure.depth = max(self.measure.depth, here)
                 self.measure.cost += weight
                 if selection.alias is not None:
                     self.measure.aliases += 1
                 inner = weight * _page_size(selection)
-                self.walk(selection.selection_set, depth + 1, inner, path)
+                self.walk(selection.selection_set, here, inner, path, inside)
             elif isinstance(selection, InlineFragmentNode):
-                self.walk(selection.selection_set, depth, weight, path)
+                self.walk(selection.selection_set, depth, weight, path, introspection)
             elif isinstance(selection, FragmentSpreadNode):
                 name = selection.name.value
                 fragment = self.fragments.get(name)
                 if fragment is not None and name not in path:  # cycles are another rule's error
-                    self.walk(fragment.selection_set, depth, weight, path | {name})
+                    self.walk(fragment.selection_set, depth, weight, path | {name}, introspection)
 
     def over_limits(self) -> bool:
         m = self.measure
