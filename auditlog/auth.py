@@ -102,7 +102,8 @@ class SessionTokens:
                     token,
                     self._secret,
                     algorithms=["HS256"],
-                    options={"require": list(self._REQUIRED)},
+                    # An identity provider's `aud` is not ours to check (as with JWKS).
+                    options={"require": list(self._REQUIRED), "verify_aud": False},
                 )
             if alg in self._ASYMMETRIC and self._jwks is not None:
                 signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)

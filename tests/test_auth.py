@@ -98,6 +98,10 @@ async def test_console_jwt_sessions(workspace: WorkspaceKeys) -> None:
     http = workspace.http
     good = _token(workspace=workspace.id, role="admin")
     assert (await workspace.gql(READ, key=good))["data"]["workspace"]["id"] == workspace.id
+    # An identity provider's audience claim does not make the token invalid here.
+    with_audience = _token(workspace=workspace.id, role="admin", aud="console.aibams.example")
+    body = await workspace.gql(READ, key=with_audience)
+    assert body["data"]["workspace"]["id"] == workspace.id
     expired = _token(workspace=workspace.id, role="admin", exp=int(time.time()) - 5)
     no_exp = jwt.encode(
         {"sub": "u", "workspace": workspace.id, "role": "admin"}, JWT_SECRET, algorithm="HS256"
