@@ -6,6 +6,7 @@ environment win). Bad values fail at start-up, never in the middle of a request.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ import platformdirs
 from dotenv import dotenv_values
 
 from auditlog.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _flag(value: str | None) -> bool:
@@ -109,8 +112,14 @@ class Settings:
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
-        if settings.secret_key and len(settings.secret_key) < 16:
-            raise ConfigError("AUDITLOG_SECRET_KEY: must be at least 16 characters")
+        if settings.secret_key and len(settings.secret_key) < 32:
+            # Accepted (the contract sets no length), but said: links, cursors and
+            # stored credentials are only as safe as this key.
+            log.warning(
+                "AUDITLOG_SECRET_KEY is %d characters long: use 32 or more random "
+                "characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+                len(settings.secret_key),
+            )
         return settings
 
     def with_secret_key(self) -> Settings:

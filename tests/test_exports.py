@@ -337,6 +337,14 @@ def test_link_lifetime_is_configurable() -> None:
             Settings.from_env({"AUDITLOG_EXPORT_LINK_TTL_SECONDS": bad})
 
 
+def test_a_short_secret_key_is_accepted_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="auditlog.config"):
+        settings = Settings.from_env({"AUDITLOG_SECRET_KEY": "short-secret"})
+    assert settings.secret_key == "short-secret"
+    assert "12 characters long" in caplog.text
+    assert "short-secret" not in caplog.text  # the key itself is never logged
+
+
 def test_public_url_is_checked() -> None:
     env = {"AUDITLOG_PUBLIC_URL": "https://audit.example.com/logs/"}
     assert Settings.from_env(env).public_url == "https://audit.example.com/logs"
