@@ -39,6 +39,29 @@ async def test_event_without_id_gets_a_uuid(workspace: WorkspaceKeys) -> None:
     assert uuid.UUID(new_id).version == 7
 
 
+async def test_minimal_event_is_accepted_as_the_systems(workspace: WorkspaceKeys) -> None:
+    """Only occurredAt and action are required (API.md): an event without an
+    actor is stored with a SYSTEM actor, and reads back like any other."""
+    minimal = {
+        "occurredAt": datetime.now(UTC).isoformat(),
+        "action": "workspace.billing.plan_changed",
+    }
+    response = await workspace.ingest([minimal])
+    assert response.status_code == 202, response.text
+    (new_id,) = response.json()["ids"]
+    body = await workspace.gql(
+        "query($id: ID!) { auditEvent(id: $id) { actor { type id name email } targets { id } } }",
+        {"id": new_id},
+    )
+    assert body["data"]["auditEvent"] == {
+        "actor": {"type": "SYSTEM", "id": None, "name": None, "email": None},
+        "targets": [],
+    }
+    refused = await workspace.ingest([{**minimal, "actor": "someone"}])
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["field"] == "actor"
+
+
 async def test_retried_batch_stores_nothing_new(
     workspace: WorkspaceKeys, services: Services
 ) -> None:

@@ -147,8 +147,10 @@ def parse_timestamp(value: Any) -> datetime:
 
 
 def _actor(raw: Any, errors: _Errors) -> Actor | None:
+    if raw is None:  # optional in the contract: an event without one is the system's
+        return Actor("SYSTEM", None, None, None)
     if not isinstance(raw, dict):
-        errors.add("actor", "is required and must be an object with a type")
+        errors.add("actor", "must be an object with a type")
         return None
     if not _ACTOR_FIELDS.issuperset(raw):
         unknown = sorted(set(raw) - _ACTOR_FIELDS)[0]
