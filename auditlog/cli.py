@@ -81,11 +81,14 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             raise BadInputError("--platform", "use either --workspace or --platform")
         if not args.platform and not args.workspace:
             raise BadInputError("--workspace", "is required (or --platform for an ingest key)")
+        role = args.role or ("ingest" if args.platform else None)
+        if role is None:
+            raise BadInputError("--role", "is required: owner, admin, member or ingest")
         created = await accounts.create_key(
             services.pool,
             services.ingestor,
             workspace_id=None if args.platform else args.workspace,
-            role=args.role,
+            role=role,
             name=args.name,
         )
         if args.json:
@@ -235,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create")
     create.add_argument("--workspace")
     create.add_argument("--platform", action="store_true", help="an ingest key for every workspace")
-    create.add_argument("--role", required=True, choices=["owner", "admin", "member", "ingest"])
+    create.add_argument(
+        "--role",
+        choices=["owner", "admin", "member", "ingest"],
+        help="required with --workspace; a --platform key is an ingest key",
+    )
     create.add_argument("--name")
     create.add_argument("--json", action="store_true")
     revoke = keys_sub.add_parser("revoke")

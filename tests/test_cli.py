@@ -97,6 +97,11 @@ def test_cli_refusals_are_clear(cli: Cli) -> None:
     assert bad_name.returncode == 2 and "name" in bad_name.stderr
     platform_admin = cli("keys", "create", "--platform", "--role", "admin")
     assert platform_admin.returncode == 2 and "ingest" in platform_admin.stderr
+    no_role = cli("keys", "create", "--workspace", "cli-acme")
+    assert no_role.returncode == 2 and "--role" in no_role.stderr
+    platform = cli("keys", "create", "--platform", "--json")  # an ingest key without --role
+    assert platform.returncode == 0, platform.stderr
+    assert json.loads(platform.stdout)["key"].startswith("alk_")
     unknown = cli("keys", "revoke", "key_does_not_exist")
     assert unknown.returncode == 2 and "no key" in unknown.stderr
 
