@@ -238,6 +238,8 @@ class Ingestor:
         missing = [d for d in utc_days if (d.year, d.month) not in self._known_months]
         if missing:
             await event_store.ensure_partitions(conn, missing)
+            if conn.is_in_transaction():
+                return  # a caller's transaction may still roll the partitions back
             # Past months may be dropped by the retention purge: only the current
             # and later months are remembered; a late event asks the database.
             today = datetime.now(UTC).date()
