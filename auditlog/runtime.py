@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -37,10 +37,10 @@ class Services:
     ingestor: Ingestor
     cursors: CursorCodec
     sessions: SessionTokens
+    # Export downloads hold a pooled connection while they stream; at most
+    # download_slots_for(pool size) do at once, so they never take the whole pool.
+    download_slots: asyncio.Semaphore
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
-    # Export downloads hold a pooled connection while they stream; at most this
-    # many do at once, so slow downloads can never take the whole pool.
-    download_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(3))
 
 
 def download_slots_for(pool_size: int) -> int:
