@@ -32,3 +32,28 @@ async def test_claims_in_opposite_orders_do_not_deadlock(
 
     await asyncio.gather(claim(ids, 0.2), claim(list(reversed(ids)), 0.2))
     assert sorted(len(r) for r in results) == [0, 5000]
+
+
+async def test_concurrent_first_events_of_a_month_all_find_its_partition(
+    services: Services,
+) -> None:
+    """Eight connections ask at once for the partition of a month that has none.
+    The losers of the race wait on the creator's lock, then must see its table:
+    none may fail with "relation already exists" (a late event would have been
+    refused with a 500). Repeated over several months, as a race needs chances."""
+    for month in range(1, 7):
+        day = datetime(1999, month, 15, tzinfo=UTC).date()
+        conns = [await services.pool.acquire() for _ in range(8)]
+        try:
+            results = await asyncio.gather(
+                *(event_store.ensure_partitions(c, [day]) for c in conns), return_exceptions=True
+            )
+        finally:
+            for c in conns:
+                await services.pool.release(c)
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        async with services.pool.acquire() as conn:
+            name = await conn.fetchval(
+                "SELECT to_regclass($1)::text", f"audit_events_1999_{month:02d}"
+            )
+        assert name == f"audit_events_1999_{month:02d}"
