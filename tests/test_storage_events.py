@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
+
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
 from tests.conftest import WorkspaceKeys
@@ -57,3 +59,31 @@ async def test_concurrent_first_events_of_a_month_all_find_its_partition(
                 "SELECT to_regclass($1)::text", f"audit_events_1999_{month:02d}"
             )
         assert name == f"audit_events_1999_{month:02d}"
+
+
+async def test_login_history_lookup_probes_the_index_whatever_the_history(
+    workspace: WorkspaceKeys, services: Services, owner: asyncpg.Connection
+) -> None:
+    """Login anomalies look up only the batch's own values: with 20,000 values
+    already seen in the workspace, the plan probes the primary key once per
+    candidate instead of hashing the workspace's whole history (which a plain
+    join chose, misled by unnest's estimates, and which grew with every login)."""
+    await owner.execute(
+        """INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
+           SELECT $1, 'email:u' || (i % 500) || '@x.io', 'ip',
+                  '10.0.' || (i / 250) || '.' || (i % 250), now()
+           FROM generate_series(1, 20000) AS i""",
+        workspace.id,
+    )
+    await owner.execute("ANALYZE actor_logins_seen")
+    candidates = [(f"email:u{i}@x.io", "ip", f"10.0.0.{i}") for i in range(300)]
+    args = [workspace.id, *(list(col) for col in zip(*candidates, strict=True)), [], [], [], []]
+    async with services.pool.acquire() as conn, conn.transaction():
+        plan = "\n".join(
+            r[0] for r in await conn.fetch("EXPLAIN " + event_store.REMEMBER_LOGINS, *args)
+        )
+        seen = await event_store.remember_logins(conn, workspace.id, candidates, [])
+    assert "Hash Join" not in plan and "Seq Scan" not in plan, plan
+    assert "Index Only Scan using actor_logins_seen_pkey" in plan, plan
+    # The statement still answers: the candidates with i in 1..249 were inserted above.
+    assert len(seen) == sum(1 for i in range(300) if 1 <= i < 250)

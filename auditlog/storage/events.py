@@ -169,6 +169,25 @@ async def copy_events(conn: asyncpg.Connection, rows: Sequence[EventRow]) -> Non
     )
 
 
+# remember_logins in one statement ($1 workspace; $2-$4 candidates; $5-$8 learned).
+REMEMBER_LOGINS = """WITH learned AS (
+    INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
+    SELECT $1, k, kind, v, min(t)
+    FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[])
+        AS u(k, kind, v, t)
+    GROUP BY k, kind, v
+    ORDER BY k COLLATE "C", kind, v COLLATE "C"
+    ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING
+)
+SELECT c.k AS actor_key, c.kind, c.v AS value
+FROM unnest($2::text[], $3::text[], $4::text[]) AS c(k, kind, v)
+CROSS JOIN LATERAL (
+    SELECT FROM actor_logins_seen s
+    WHERE s.workspace_id = $1 AND s.actor_key = c.k AND s.kind = c.kind
+      AND s.value = c.v
+    LIMIT 1) AS seen"""
+
+
 async def remember_logins(
     conn: asyncpg.Connection,
     workspace_id: str,
@@ -179,27 +198,18 @@ async def remember_logins(
     on successful logins before this statement, and remember `learned`, the
     (actor_key, kind, value) of this batch's successful logins with when.
 
-    Only the batch's own values are looked up, so the cost does not grow with an
-    actor's history. The SELECT reads the snapshot taken before the insert in
-    the same statement, so what this batch teaches is not reported as seen.
+    Only the batch's own values are looked up, one index probe each, so the cost
+    does not grow with the workspace's history. (A plain join let the planner,
+    misled by the unnest estimates, hash the workspace's whole history on every
+    batch: 5.5 of 7.8 ms with 16,558 rows seen, growing with every login.)
+    The SELECT reads the snapshot taken before the insert in the same
+    statement, so what this batch teaches is not reported as seen.
     The insert is insert-only, in key order: a value already known is skipped
     without a lock, so concurrent batches of the same actors do not wait for
     each other.
     """
     records = await conn.fetch(
-        """WITH learned AS (
-               INSERT INTO actor_logins_seen (workspace_id, actor_key, kind, value, first_seen)
-               SELECT $1, k, kind, v, min(t)
-               FROM unnest($5::text[], $6::text[], $7::text[], $8::timestamptz[])
-                   AS u(k, kind, v, t)
-               GROUP BY k, kind, v
-               ORDER BY k COLLATE "C", kind, v COLLATE "C"
-               ON CONFLICT (workspace_id, actor_key, kind, value) DO NOTHING
-           )
-           SELECT s.actor_key, s.kind, s.value
-           FROM unnest($2::text[], $3::text[], $4::text[]) AS c(k, kind, v)
-           JOIN actor_logins_seen s
-             ON s.workspace_id = $1 AND s.actor_key = c.k AND s.kind = c.kind AND s.value = c.v""",
+        REMEMBER_LOGINS,
         workspace_id,
         [c[0] for c in candidates],
         [c[1] for c in candidates],
