@@ -45,6 +45,13 @@ def _seconds(env: dict[str, str], name: str, default: int) -> int:
     return int(raw)
 
 
+def _count(env: dict[str, str], name: str, default: int, *, most: int) -> int:
+    raw = (env.get(name) or str(default)).strip()
+    if not raw.isdigit() or int(raw) > most:
+        raise ConfigError(f"{name}: must be a whole number between 0 and {most}")
+    return int(raw)
+
+
 def _public_url(raw: str | None) -> str | None:
     """An absolute http(s) URL without query or fragment, without a trailing slash."""
     if raw is None:
@@ -82,6 +89,10 @@ class Settings:
     # The service's address as clients reach it (behind a proxy, with any path
     # prefix): download links start with it. Unset: the request's own address.
     public_url: str | None = None
+    # Exports a workspace may create in any 60 seconds (0: no limit). Planning an
+    # export numbers every matching row once, so this bounds the load one
+    # workspace's scripts can put on the database.
+    exports_per_minute: int = 10
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
@@ -109,6 +120,7 @@ class Settings:
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
             public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
+            exports_per_minute=_count(env, "AUDITLOG_EXPORTS_PER_MINUTE", 10, most=100_000),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

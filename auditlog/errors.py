@@ -25,6 +25,14 @@ class NotFoundError(AuditLogError):
     """The thing does not exist for this caller (NOT_FOUND)."""
 
 
+class RateLimitedError(AuditLogError):
+    """Too many requests of one kind for now; `retry_after` seconds (RATE_LIMITED)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class BadInputError(AuditLogError):
     """An argument that can never succeed; `argument` names it (BAD_USER_INPUT)."""
 

@@ -2,14 +2,16 @@
 
 Policy: an export is fixed at creation (a snapshot of the log, exact count,
 part boundaries) and answered at once as READY; files are produced on download.
-The `audit_log.export.created` event is written before the export row, so no
-export ever exists without its audit event. An export stays downloadable for
+The `audit_log.export.created` event and the export row are written in one
+transaction: no export exists without its audit event, and no event tells of
+an export that was never stored. An export stays downloadable for
 EXPORT_TTL; each link is valid for the configured link lifetime (one hour by
 default) and never beyond the export's own expiry.
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditlog.auth import Principal
+from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
 from auditlog.ingest.service import uuid7
 from auditlog.ingest.service_events import record_service_event
@@ -27,6 +30,7 @@ from auditlog.storage.workspaces import read_workspace
 
 PART_SIZE = 10_000
 EXPORT_TTL = timedelta(days=7)
+RATE_WINDOW = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,22 @@ async def create_export(
     *,
     part_size: int = PART_SIZE,
 ) -> export_store.ExportRow:
-    """Fix the result now and record who exported what; files come on download."""
+    """Fix the result now and record who exported what; files come on download.
+
+    At most `exports_per_minute` exports per workspace in any 60 seconds: the
+    cheap check runs before planning (the costly part), the exact one under a
+    per-workspace lock in the transaction that writes the export and its
+    audit event together.
+    """
+    limit = services.settings.exports_per_minute
     now = datetime.now(UTC)
     async with services.pool.acquire() as conn:
+        if limit:
+            _check_rate(
+                await export_store.exports_created_since(conn, workspace_id, now - RATE_WINDOW),
+                limit,
+                now,
+            )
         workspace = await read_workspace(conn, workspace_id)
         retention_start = workspace.retention_start(now) if workspace else None
         plan = await export_store.plan_export(
@@ -69,23 +86,46 @@ async def create_export(
         created_at=now,
         expires_at=now + EXPORT_TTL,
     )
-    await record_service_event(
-        services.ingestor,
-        workspace_id,
-        "audit_log.export.created",
-        actor=principal.as_actor(),
-        targets=[{"type": "export", "id": str(row.id), "name": None}],
-        metadata={
-            "exportId": str(row.id),
-            "format": file_format,
-            "filter": shown_filter,
-            "rowCount": plan.row_count,
-            "files": row.part_count,
-        },
-    )
-    async with services.pool.acquire() as conn:
+    async with services.pool.acquire() as conn, conn.transaction():
+        if limit:
+            written = datetime.now(UTC)
+            _check_rate(
+                await export_store.exports_created_since(
+                    conn, workspace_id, written - RATE_WINDOW, lock=True
+                ),
+                limit,
+                written,
+            )
+        result = await record_service_event(
+            services.ingestor,
+            workspace_id,
+            "audit_log.export.created",
+            actor=principal.as_actor(),
+            targets=[{"type": "export", "id": str(row.id), "name": None}],
+            metadata={
+                "exportId": str(row.id),
+                "format": file_format,
+                "filter": shown_filter,
+                "rowCount": plan.row_count,
+                "files": row.part_count,
+            },
+            conn=conn,
+        )
         await export_store.insert_export(conn, row)
+    await services.ingestor.notify_committed(result)
     return row
+
+
+def _check_rate(created: list[datetime], limit: int, now: datetime) -> None:
+    """Refuse when `created` (this workspace's exports within RATE_WINDOW, oldest
+    first) already holds `limit`; say when the next one will be accepted."""
+    if len(created) < limit:
+        return
+    oldest_counted = created[len(created) - limit]
+    wait = max(1, math.ceil((oldest_counted + RATE_WINDOW - now).total_seconds()))
+    raise RateLimitedError(
+        f"at most {limit} exports a minute per workspace; retry in {wait} s", retry_after=wait
+    )
 
 
 def download_links(

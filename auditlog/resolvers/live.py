@@ -12,9 +12,9 @@ from typing import Any
 from graphql import GraphQLError
 
 from auditlog.cursors import CursorCodec
-from auditlog.errors import AuditLogError, BadInputError
+from auditlog.errors import AuditLogError
 from auditlog.schema.context import Info
-from auditlog.schema.errors import code_for
+from auditlog.schema.errors import extensions_for
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.live import LiveEdge, live_operation
 from auditlog.schema.types import AuditEvent
@@ -37,12 +37,9 @@ async def audit_events(
     except AuditLogError as exc:
         # Sent as the subscription's `error` message, before any extension runs:
         # the code has to be on the error itself.
-        code = code_for(exc)
-        if code is None:
+        extensions = extensions_for(exc)
+        if extensions is None:
             raise
-        extensions: dict[str, Any] = {"code": code}
-        if isinstance(exc, BadInputError):
-            extensions["argument"] = exc.argument
         raise GraphQLError(str(exc), extensions=extensions) from exc
 
 

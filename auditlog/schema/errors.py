@@ -21,6 +21,7 @@ from auditlog.errors import (
     BadInputError,
     ForbiddenError,
     NotFoundError,
+    RateLimitedError,
 )
 from auditlog.schema.input_errors import input_argument
 
@@ -34,16 +35,12 @@ class QueryTooComplex(GraphQLError):
         super().__init__(message, nodes, extensions={"code": "QUERY_TOO_COMPLEX"})
 
 
-class RateLimited(Exception):
-    pass
-
-
 _CODES: dict[type[BaseException], str] = {
     AuthError: "UNAUTHENTICATED",
     ForbiddenError: "FORBIDDEN",
     BadInputError: "BAD_USER_INPUT",
     NotFoundError: "NOT_FOUND",
-    RateLimited: "RATE_LIMITED",
+    RateLimitedError: "RATE_LIMITED",
 }
 
 
@@ -52,6 +49,21 @@ def code_for(error: BaseException | None) -> str | None:
         if isinstance(error, kind):
             return code
     return None
+
+
+def extensions_for(error: BaseException | None) -> dict[str, Any] | None:
+    """`extensions` for an expected failure: its code, and the argument a bad
+    input names or the seconds a rate-limited caller should wait; None for a
+    fault."""
+    code = code_for(error)
+    if code is None:
+        return None
+    extensions: dict[str, Any] = {"code": code}
+    if isinstance(error, BadInputError):
+        extensions["argument"] = error.argument
+    if isinstance(error, RateLimitedError):
+        extensions["retryAfter"] = error.retry_after
+    return extensions
 
 
 def _classify(error: GraphQLError, request_id: str, document: DocumentNode | None) -> GraphQLError:
@@ -72,11 +84,8 @@ def _classify(error: GraphQLError, request_id: str, document: DocumentNode | Non
         else:
             error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         return error
-    code = code_for(original)
-    if code is not None:
-        extensions: dict[str, Any] = {"code": code}
-        if isinstance(original, BadInputError):
-            extensions["argument"] = original.argument
+    extensions = extensions_for(original)
+    if extensions is not None:
         return GraphQLError(
             str(original),
             nodes=error.nodes,

@@ -137,6 +137,35 @@ async def plan_export(
     return ExportPlan(snapshot, retention_start, count, part_size, ends)
 
 
+# Advisory lock class for "one export creation at a time per workspace" (the
+# two-key form: its keys never meet the one-key locks used elsewhere).
+_EXPORT_LOCK_CLASS = 0x0A0E
+
+
+async def exports_created_since(
+    conn: asyncpg.Connection, workspace_id: str, since: datetime, *, lock: bool = False
+) -> list[datetime]:
+    """When each of the workspace's exports created at or after `since` was created,
+    oldest first. With `lock` (inside a transaction), first wait for any other
+    transaction creating an export for this workspace, so that a count followed
+    by an insert cannot be raced. Ids are UUIDv7, time-ordered: the primary
+    key's range from `since` is all that is read."""
+    if lock:
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", _EXPORT_LOCK_CLASS, workspace_id
+        )
+    floor = uuid.UUID(int=(int(since.timestamp() * 1000) - 1) << 80)
+    records = await conn.fetch(
+        """SELECT created_at FROM exports
+           WHERE workspace_id = $1 AND id >= $2 AND created_at >= $3
+           ORDER BY created_at""",
+        workspace_id,
+        floor,
+        since,
+    )
+    return [r["created_at"] for r in records]
+
+
 async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
     plan = row.plan
     await conn.execute(
