@@ -24,6 +24,7 @@ from tests.conftest import (
     start_service,
     stop_service,
 )
+from tests.exports_support import ONE, create_export
 
 CENTURY = 36500  # ENTERPRISE custom retention that admits events from the 2000s
 SHORTER = 5000  # then shortened: everything before about 2013 expires
@@ -224,3 +225,33 @@ async def test_serve_runs_maintenance_in_the_background(database_url: str, data_
         assert app.state.maintenance.passes
     finally:
         await stop_service(running)
+
+
+async def test_maintenance_removes_exports_long_expired(
+    workspace: WorkspaceKeys, services: Services, owner: asyncpg.Connection
+) -> None:
+    """An export expired 31 days ago is removed; one expired 29 days ago is still
+    answered as EXPIRED; their audit events stay in the log."""
+    assert (await workspace.ingest([event("file.uploaded")])).status_code == 202
+    long_gone, recent, live = [await create_export(workspace, "CSV", None) for _ in range(3)]
+    for export, days in ((long_gone, 31), (recent, 29)):
+        await owner.execute(
+            "UPDATE exports SET expires_at = now() - make_interval(days => $1) "
+            "WHERE workspace_id = $2 AND id = $3::uuid",
+            days,
+            workspace.id,
+            export["id"],
+        )
+    report = await maintain(services)
+    assert report.exports_removed >= 1
+    assert "exports expired over 30 days ago removed" in report.summary()
+    assert (await workspace.gql(ONE, {"id": long_gone["id"]}))["data"]["export"] is None
+    shown = (await workspace.gql(ONE, {"id": recent["id"]}))["data"]["export"]
+    assert shown["status"] == "EXPIRED" and shown["files"] == []
+    assert (await workspace.gql(ONE, {"id": live["id"]}))["data"]["export"]["status"] == "READY"
+    audited = await owner.fetchval(
+        "SELECT count(*) FROM audit_events WHERE workspace_id = $1 "
+        "AND action = 'audit_log.export.created'",
+        workspace.id,
+    )
+    assert audited == 3

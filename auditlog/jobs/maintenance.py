@@ -1,4 +1,5 @@
-"""One maintenance pass: partitions ahead, then the retention purge.
+"""One maintenance pass: partitions ahead, the retention purge, then exports
+that expired more than EXPORT_RECORD_DAYS ago.
 
 Policy: maintenance connects as the owner (DATABASE_URL), because dropping a
 partition needs ownership and because the runtime role must never be able to
@@ -15,14 +16,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from auditlog.jobs import partitions, retention
+from auditlog.storage import exports as export_store
 from auditlog.storage import retention as store
 from auditlog.storage.database import owner_connection
 
 log = logging.getLogger(__name__)
 
 MAINTENANCE_LOCK_KEY = 7_311_402_119  # arbitrary, fixed: "auditlog maintenance"
+# An expired export is still answered (status EXPIRED, no files) this long
+# after it expired, so a script asking about it learns why; then it is removed.
+EXPORT_RECORD_DAYS = 30
 
 
 @dataclass
@@ -30,6 +36,7 @@ class MaintenanceReport:
     ran: bool  # False: another runner held the lock, nothing was done
     partitions_created: list[str] = field(default_factory=list)
     retention: retention.RetentionReport = field(default_factory=retention.RetentionReport)
+    exports_removed: int = 0
 
     def summary(self) -> str:
         if not self.ran:
@@ -52,6 +59,10 @@ class MaintenanceReport:
             lines.append(f"maintenance: partition {name} kept for the next pass (lock busy)")
         if not self.retention.purged:
             lines.append("maintenance: nothing expired")
+        lines.append(
+            f"maintenance: exports expired over {EXPORT_RECORD_DAYS} days ago removed: "
+            f"{self.exports_removed}"
+        )
         lines.append("maintenance: integrity sealing is not implemented yet")
         return "\n".join(lines)
 
@@ -67,8 +78,17 @@ async def run_maintenance(
         try:
             created = await partitions.run_once(conn)
             purged = await retention.run_once(conn, batch_size=batch_size)
+            removed = await export_store.delete_exports_expired_before(
+                conn, datetime.now(UTC) - timedelta(days=EXPORT_RECORD_DAYS)
+            )
         finally:
             await store.unlock_maintenance(conn, MAINTENANCE_LOCK_KEY)
     if created:
         log.info("maintenance: created partitions %s", ", ".join(created))
-    return MaintenanceReport(ran=True, partitions_created=created, retention=purged)
+    if removed:
+        log.info(
+            "maintenance: removed %d exports expired over %d days ago", removed, EXPORT_RECORD_DAYS
+        )
+    return MaintenanceReport(
+        ran=True, partitions_created=created, retention=purged, exports_removed=removed
+    )

@@ -166,6 +166,13 @@ async def exports_created_since(
     return [r["created_at"] for r in records]
 
 
+async def delete_exports_expired_before(conn: asyncpg.Connection, before: datetime) -> int:
+    """Remove exports that expired before `before` (maintenance, as the owner: the
+    runtime role cannot delete). Their audit events stay in the log."""
+    status = await conn.execute("DELETE FROM exports WHERE expires_at < $1", before)
+    return int(status.split()[-1])
+
+
 async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
     plan = row.plan
     await conn.execute(
