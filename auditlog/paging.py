@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from auditlog.storage.events import EventFilter, StoredEvent, TimePosition, read_events_page
+from auditlog.storage.events import (
+    EventFilter,
+    StoredEvent,
+    TimePosition,
+    page_reads,
+    read_events_page,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +54,18 @@ async def read_page(
     flt: EventFilter,
     request: PageRequest,
 ) -> Page:
-    """One page, bounded by the workspace's retention."""
+    """One page, bounded by the workspace's retention (its statements planned as
+    `page_reads` says)."""
+    async with page_reads(conn, flt):
+        return await _read_page(conn, workspace_id, flt, request)
 
+
+async def _read_page(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    flt: EventFilter,
+    request: PageRequest,
+) -> Page:
     async def exists(
         *, older: TimePosition | None = None, newer: TimePosition | None = None
     ) -> bool:

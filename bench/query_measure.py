@@ -29,6 +29,7 @@ from auditlog.storage.events import (
     StoredEvent,
     TimePosition,
     page_query,
+    page_reads,
     read_events_page,
 )
 from bench.common import percentile
@@ -131,11 +132,12 @@ def sql_run(
     pool: asyncpg.Pool, workspace_id: str, case: Case, after: TimePosition | None
 ) -> Callable[[], Awaitable[list[StoredEvent]]]:
     """The page's statement as the service sends it (51 rows: the extra one tells
-    whether there is a next page), through the same pool settings."""
+    whether there is a next page), through the same pool settings and plan mode
+    (`page_reads`: its BEGIN and COMMIT round trips included)."""
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
 
     async def run() -> list[StoredEvent]:
-        async with pool.acquire() as conn:
+        async with pool.acquire() as conn, page_reads(conn, flt):
             return await read_events_page(
                 conn, workspace_id, flt, limit=51, older_than=after, workspace_retention=True
             )

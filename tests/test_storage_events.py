@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
+from auditlog.storage.events import EventFilter
 from tests.conftest import WorkspaceKeys
 
 
@@ -87,3 +91,65 @@ async def test_login_history_lookup_probes_the_index_whatever_the_history(
     assert "Index Only Scan using actor_logins_seen_pkey" in plan, plan
     # The statement still answers: the candidates with i in 1..249 were inserted above.
     assert len(seen) == sum(1 for i in range(300) if 1 <= i < 250)
+
+
+async def test_page_reads_use_generic_plans_only_where_one_plan_serves_every_value(
+    services: Services,
+) -> None:
+    """A page without an address or target filter runs with generic plans (no
+    planning per request); the setting ends with the page, also when it fails;
+    an address block or a target keeps plans made for its values."""
+    network = ipaddress.ip_network("10.1.0.0/16")
+    cases = [
+        (EventFilter(), "force_generic_plan"),
+        (
+            EventFilter(actor_email="a@x.io", actions=["file.uploaded", "file.deleted"]),
+            "force_generic_plan",
+        ),
+        (EventFilter(ip_network=network), "force_custom_plan"),
+        (EventFilter(target_id="t-1"), "force_custom_plan"),
+    ]
+    async with services.pool.acquire() as conn:
+        for flt, mode in cases:
+            async with event_store.page_reads(conn, flt):
+                assert await conn.fetchval("SHOW plan_cache_mode") == mode
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            async with event_store.page_reads(conn, EventFilter()):
+                await conn.fetchval("SELECT 1 / 0")
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+
+
+async def test_generic_page_plans_still_prune_partitions(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """The generic plan of a one-day page, after six executions of the prepared
+    statement, scans only that day's partition (runtime pruning) by the key."""
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+    months = [datetime(2026, m, 10, tzinfo=UTC).date() for m in (1, 2, 3, 4)]
+    flt = EventFilter(occurred_from=day, occurred_to=day + timedelta(days=1))
+    sql, args = event_store.page_query(
+        workspace.id, flt, event_store.PageBounds(limit=51, workspace_retention=True)
+    )
+    async with services.pool.acquire() as conn:
+        await event_store.ensure_partitions(conn, months)
+        async with event_store.page_reads(conn, flt):
+            # A server-side prepared statement, as asyncpg makes, explained on
+            # its 7th execution, when a generic plan would be cached in any mode.
+            await conn.execute(f"PREPARE page AS {sql}")
+            values = ", ".join(
+                f"'{a.isoformat()}'::timestamptz" if isinstance(a, datetime) else repr(a)
+                for a in args
+            )
+            for _ in range(6):
+                await conn.execute(f"EXECUTE page({values})")
+            plan = "\n".join(
+                r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE) EXECUTE page({values})")
+            )
+            await conn.execute("DEALLOCATE page")
+    assert "Subplans Removed" in plan, plan
+    scanned = set(re.findall(r" on (audit_events_\d{4}_\d{2})", plan))
+    assert scanned == {"audit_events_2026_03"}, plan
+    assert "_pkey" in plan, plan
