@@ -9,12 +9,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import orjson
 import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
 from auditlog.storage.events import EventFilter
-from tests.conftest import WorkspaceKeys
+from tests.conftest import WorkspaceKeys, event
 
 
 async def test_claims_in_opposite_orders_do_not_deadlock(
@@ -96,17 +97,15 @@ async def test_login_history_lookup_probes_the_index_whatever_the_history(
 async def test_page_reads_use_generic_plans_only_where_one_plan_serves_every_value(
     services: Services,
 ) -> None:
-    """A page without an address or target filter runs with generic plans (no
-    planning per request); the setting ends with the page, also when it fails;
-    an address block or a target keeps plans made for its values."""
+    """A page whose plan fits every value runs with generic plans (no planning per
+    request); the setting ends with the page, also when it fails; two selective
+    filters together or a target keep plans made for their values."""
     network = ipaddress.ip_network("10.1.0.0/16")
     cases = [
         (EventFilter(), "force_generic_plan"),
-        (
-            EventFilter(actor_email="a@x.io", actions=["file.uploaded", "file.deleted"]),
-            "force_generic_plan",
-        ),
-        (EventFilter(ip_network=network), "force_custom_plan"),
+        (EventFilter(actions=["file.uploaded", "file.deleted"]), "force_generic_plan"),
+        (EventFilter(ip_network=network), "force_generic_plan"),
+        (EventFilter(actor_email="a@x.io", actions=["file.uploaded"]), "force_custom_plan"),
         (EventFilter(target_id="t-1"), "force_custom_plan"),
     ]
     async with services.pool.acquire() as conn:
@@ -153,3 +152,62 @@ async def test_generic_page_plans_still_prune_partitions(
     scanned = set(re.findall(r" on (audit_events_\d{4}_\d{2})", plan))
     assert scanned == {"audit_events_2026_03"}, plan
     assert "_pkey" in plan, plan
+
+
+def test_which_filters_get_generic_plans() -> None:
+    net = ipaddress.ip_network
+    suits = event_store.generic_plans_suit
+    assert suits(EventFilter())
+    assert suits(EventFilter(actor_email="a@x.io"))
+    assert suits(EventFilter(categories=["FILES"], actions=["file.uploaded", "file.deleted"]))
+    assert suits(EventFilter(ip_network=net("10.1.2.3/32")))
+    assert suits(EventFilter(ip_network=net("10.1.0.0/16"), actor_id="u1"))  # bounded window
+    # Two selective dimensions, a target, or a block read per listed value: custom.
+    assert not suits(EventFilter(actor_email="a@x.io", actions=["file.uploaded"]))
+    assert not suits(EventFilter(actor_id="u1", ip_network=net("10.1.2.3/32")))
+    assert not suits(EventFilter(target_id="t-1"))
+    assert not suits(EventFilter(ip_network=net("10.1.0.0/16"), actions=["a.b", "c.d"]))
+
+
+async def test_an_address_block_page_is_exact_whether_common_or_rare(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """A common block fills its page from the newest BLOCK_WINDOW events; a rare
+    one (its events older than the window) is read again with its own plan.
+    Both give exactly the newest matches, both ways of paging."""
+    base = datetime.now(UTC) - timedelta(hours=5)
+    total = event_store.BLOCK_WINDOW + 200
+    rare = {0, 1, 2}  # the three oldest: outside the newest BLOCK_WINDOW
+    events = [
+        event(
+            "file.uploaded",
+            occurredAt=(base + timedelta(seconds=i)).isoformat(),
+            ipAddress=f"10.77.0.{i % 200 + 1}" if i in rare else f"10.{i % 2}.0.{i % 200 + 1}",
+        )
+        for i in range(total)
+    ]
+    for start in range(0, total, 1000):
+        assert (await workspace.ingest(events[start : start + 1000])).status_code == 202
+
+    def newest(block: str, n: int) -> list[str]:
+        net = ipaddress.ip_network(block)
+        hits = [e for e in events if ipaddress.ip_address(e["ipAddress"]) in net]
+        return [e["id"] for e in reversed(hits)][:n]
+
+    async def page(block: str, limit: int, oldest_first: bool = False) -> list[str]:
+        flt = EventFilter(ip_network=ipaddress.ip_network(block))
+        async with services.pool.acquire() as conn, event_store.page_reads(conn, flt):
+            rows = await event_store.read_events_page(
+                conn, workspace.id, flt, limit=limit, oldest_first=oldest_first,
+                workspace_retention=True,
+            )  # fmt: skip
+            mode = await conn.fetchval("SHOW plan_cache_mode")
+        assert mode in ("force_generic_plan", "force_custom_plan")
+        return [orjson.loads(r.payload)["id"] for r in rows]
+
+    assert await page("10.0.0.0/16", 50) == newest("10.0.0.0/16", 50)
+    assert await page("10.77.0.0/16", 50) == newest("10.77.0.0/16", 50)  # 3, from the fallback
+    assert await page("10.77.0.0/16", 2) == newest("10.77.0.0/16", 2)
+    oldest = await page("10.1.0.0/16", 40, oldest_first=True)
+    hits = [e["id"] for e in events if e["ipAddress"].startswith("10.1.")]
+    assert oldest == list(reversed(hits[:40]))

@@ -13,7 +13,7 @@ import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import NamedTuple
 
@@ -293,7 +293,12 @@ class PageBounds:
     workspace_retention: bool = False  # bound by the workspace's retention, read in SQL
 
 
-def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple[str, list[object]]:
+PAGE_COLUMNS = "workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload"
+
+
+def page_query(
+    workspace_id: str, flt: EventFilter, bounds: PageBounds, *, columns: str = PAGE_COLUMNS
+) -> tuple[str, list[object]]:
     """The SQL and arguments of read_events_page (also what the benchmark EXPLAINs)."""
     split, values = _split_list(flt)
     args: list[object] = [workspace_id]
@@ -312,7 +317,6 @@ def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple
         at, seq = f"${len(args) - 1}", f"${len(args)}"
         where.append(f"occurred_at >= {at} AND (occurred_at, seq) > ({at}, {seq})")
     order = "ASC" if bounds.oldest_first else "DESC"
-    columns = "workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload"
     if split is not None:
         args.append(values)
         where.append(f"{split} = v.value")
@@ -328,18 +332,45 @@ def page_query(workspace_id: str, flt: EventFilter, bounds: PageBounds) -> tuple
     return sql, args
 
 
+# A block of addresses is first looked for among this many newest events (see
+# read_events_page).
+BLOCK_WINDOW = 2000
+
+
+def _bounded_block(flt: EventFilter) -> bool:
+    """An address block (not one address) with no target and no list read per value."""
+    net = flt.ip_network
+    return (
+        net is not None
+        and net.num_addresses > 1
+        and flt.target_id is None
+        and _split_list(flt)[0] is None
+    )
+
+
 def generic_plans_suit(flt: EventFilter) -> bool:
     """Whether one plan serves every value of this filter's parameters.
 
-    With no filter, a date range, an actor or a list of actions or categories,
-    a page is one ordered index scan per partition (or per listed value) that
-    stops at the page's size, whatever the values, and runtime pruning drops
-    the partitions a range or cursor excludes. An address block or a target is
-    different: how many events match decides between walking the time-ordered
-    key (a /24 holding 5 % of a workspace) and the ip or GIN index (one rare
-    address), so those are planned for their values every time.
+    With no filter, a date range, one actor, one address, or actions or
+    categories, a page is one ordered index scan per partition (or per listed
+    value) that stops at the page's size, whatever the values, and runtime
+    pruning drops the partitions a range or cursor excludes. Two of those
+    together, or a target, are planned for their values every time: how many
+    events match each decides which index to walk. An address block alone is
+    read in a bounded window first (`read_events_page`), which one plan serves.
     """
-    return flt.ip_network is None and flt.target_id is None
+    if flt.target_id is not None:
+        return False
+    net = flt.ip_network
+    if net is not None and net.num_addresses > 1:
+        return _bounded_block(flt)
+    dimensions = [
+        flt.actor_email is not None,
+        flt.actor_id is not None,
+        flt.categories is not None or flt.actions is not None,
+        net is not None,
+    ]
+    return sum(dimensions) <= 1
 
 
 @asynccontextmanager
@@ -387,8 +418,32 @@ async def read_events_page(
     bounds = PageBounds(
         limit, older_than, newer_than, oldest_first, retention_start, workspace_retention
     )
-    sql, args = page_query(workspace_id, flt, bounds)
-    records = await conn.fetch(sql, *args)
+    records = None
+    if _bounded_block(flt):
+        # An address block: how many events it holds decides between walking the
+        # time-ordered key and its ip index, so no one plan fits every block.
+        # First its matches among the BLOCK_WINDOW next events: if they fill the
+        # page, they are the page (any earlier match would be in the window). A
+        # rare block does not, and is read again with a plan made for it.
+        inner, args = page_query(
+            workspace_id,
+            replace(flt, ip_network=None),
+            replace(bounds, limit=BLOCK_WINDOW),
+            columns=PAGE_COLUMNS + ", ip",
+        )
+        order = "ASC" if oldest_first else "DESC"
+        args += [flt.ip_network, limit]
+        sql = f"""SELECT {PAGE_COLUMNS} FROM ({inner}) AS recent
+                  WHERE ip <<= ${len(args) - 1}::cidr
+                  ORDER BY occurred_at {order}, seq {order} LIMIT ${len(args)}"""
+        records = await conn.fetch(sql, *args)
+        if len(records) < limit:
+            records = None
+            if conn.is_in_transaction():  # page_reads' generic plans: not for this one
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    if records is None:
+        sql, args = page_query(workspace_id, flt, bounds)
+        records = await conn.fetch(sql, *args)
     rows = [
         StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
         for r in records
