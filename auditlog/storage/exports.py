@@ -296,7 +296,10 @@ async def stream_export_part(
                 await asyncio.sleep(0)  # let the fetch go out before the caller's work
                 yield [record[0] for record in batch]
         finally:
+            # A download closed early (the client left) still has a fetch in
+            # flight. Cancelling it left asyncpg's protocol busy, so the ROLLBACK
+            # that ends the transaction failed with "another operation is in
+            # progress" (seen as a flaky test); it is one batch: let it finish.
             if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(Exception):
                     await pending
