@@ -167,6 +167,10 @@ def test_which_filters_get_generic_plans() -> None:
     assert not suits(EventFilter(actor_id="u1", ip_network=net("10.1.2.3/32")))
     assert not suits(EventFilter(target_id="t-1"))
     assert not suits(EventFilter(ip_network=net("10.1.0.0/16"), actions=["a.b", "c.d"]))
+    assert not suits(
+        EventFilter(ip_network=net("10.1.0.0/16"), actor_id="u1", actions=["file.uploaded"])
+    )
+    assert not suits(EventFilter(ip_network=net("10.1.0.0/16"), target_id="t-1"))
 
 
 async def test_an_address_block_page_is_exact_whether_common_or_rare(

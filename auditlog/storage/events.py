@@ -338,13 +338,14 @@ BLOCK_WINDOW = 2000
 
 
 def _bounded_block(flt: EventFilter) -> bool:
-    """An address block (not one address) with no target and no list read per value."""
+    """An address block (not one address) whose other filters are read with one
+    plan for every value (see generic_plans_suit), with no list read per value."""
     net = flt.ip_network
     return (
         net is not None
         and net.num_addresses > 1
-        and flt.target_id is None
         and _split_list(flt)[0] is None
+        and generic_plans_suit(replace(flt, ip_network=None))
     )
 
 
