@@ -28,6 +28,8 @@ from auditlog.storage.events import (
     PageBounds,
     StoredEvent,
     TimePosition,
+    block_window_query,
+    bounded_block,
     page_query,
     page_reads,
     read_events_page,
@@ -241,7 +243,10 @@ async def explain_prepared(
 
 
 def page_sql(workspace_id: str, case: Case, after: TimePosition | None) -> tuple[str, list[object]]:
+    """The page's first statement as the service sends it (for an address block,
+    the window read, which a page that it fills never goes past)."""
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
-    return page_query(
-        workspace_id, flt, PageBounds(limit=51, older_than=after, workspace_retention=True)
-    )
+    bounds = PageBounds(limit=51, older_than=after, workspace_retention=True)
+    if bounded_block(flt):
+        return block_window_query(workspace_id, flt, bounds)
+    return page_query(workspace_id, flt, bounds)

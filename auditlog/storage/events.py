@@ -337,7 +337,7 @@ def page_query(
 BLOCK_WINDOW = 2000
 
 
-def _bounded_block(flt: EventFilter) -> bool:
+def bounded_block(flt: EventFilter) -> bool:
     """An address block (not one address) whose other filters are read with one
     plan for every value (see generic_plans_suit), with no list read per value."""
     net = flt.ip_network
@@ -364,7 +364,7 @@ def generic_plans_suit(flt: EventFilter) -> bool:
         return False
     net = flt.ip_network
     if net is not None and net.num_addresses > 1:
-        return _bounded_block(flt)
+        return bounded_block(flt)
     dimensions = [
         flt.actor_email is not None,
         flt.actor_id is not None,
@@ -372,6 +372,26 @@ def generic_plans_suit(flt: EventFilter) -> bool:
         net is not None,
     ]
     return sum(dimensions) <= 1
+
+
+def block_window_query(
+    workspace_id: str, flt: EventFilter, bounds: PageBounds
+) -> tuple[str, list[object]]:
+    """An address block's matches among the BLOCK_WINDOW next events of the log
+    filtered by everything else (see read_events_page)."""
+    assert flt.ip_network is not None
+    inner, args = page_query(
+        workspace_id,
+        replace(flt, ip_network=None),
+        replace(bounds, limit=BLOCK_WINDOW),
+        columns=PAGE_COLUMNS + ", ip",
+    )
+    order = "ASC" if bounds.oldest_first else "DESC"
+    args += [flt.ip_network, bounds.limit]
+    sql = f"""SELECT {PAGE_COLUMNS} FROM ({inner}) AS recent
+              WHERE ip <<= ${len(args) - 1}::cidr
+              ORDER BY occurred_at {order}, seq {order} LIMIT ${len(args)}"""
+    return sql, args
 
 
 @asynccontextmanager
@@ -420,23 +440,13 @@ async def read_events_page(
         limit, older_than, newer_than, oldest_first, retention_start, workspace_retention
     )
     records = None
-    if _bounded_block(flt):
+    if bounded_block(flt):
         # An address block: how many events it holds decides between walking the
         # time-ordered key and its ip index, so no one plan fits every block.
         # First its matches among the BLOCK_WINDOW next events: if they fill the
         # page, they are the page (any earlier match would be in the window). A
         # rare block does not, and is read again with a plan made for it.
-        inner, args = page_query(
-            workspace_id,
-            replace(flt, ip_network=None),
-            replace(bounds, limit=BLOCK_WINDOW),
-            columns=PAGE_COLUMNS + ", ip",
-        )
-        order = "ASC" if oldest_first else "DESC"
-        args += [flt.ip_network, limit]
-        sql = f"""SELECT {PAGE_COLUMNS} FROM ({inner}) AS recent
-                  WHERE ip <<= ${len(args) - 1}::cidr
-                  ORDER BY occurred_at {order}, seq {order} LIMIT ${len(args)}"""
+        sql, args = block_window_query(workspace_id, flt, bounds)
         records = await conn.fetch(sql, *args)
         if len(records) < limit:
             records = None
