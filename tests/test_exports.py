@@ -437,3 +437,25 @@ async def test_downloads_past_the_slots_wait_without_taking_the_pool(
     finally:
         for stream in [*streams, extra]:
             await stream.aclose()
+
+
+async def test_a_download_closed_at_once_gives_its_connection_back_clean(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """Closed right after its first batch, while the next is still being fetched,
+    a download ends its transaction before its connection goes back to the pool
+    (it used to reach the pool busy: "another operation is in progress")."""
+    for _ in range(5):
+        response = await workspace.ingest([event("file.uploaded") for _ in range(1000)])
+        assert response.status_code == 202, response.text
+    export = await create_export(workspace, "NDJSON", {"actions": ["file.uploaded"]})
+    row = await export_service.find_export(services, workspace.id, uuid.UUID(export["id"]))
+    assert row is not None
+    for _ in range(5):
+        stream = export_service.stream_part(services, row, 1)
+        first = await anext(stream)  # the next 2,000 rows are being fetched meanwhile
+        assert len(first) == 2000
+        await stream.aclose()
+    async with services.pool.acquire() as conn:
+        assert not conn.is_in_transaction()
+        assert await conn.fetchval("SELECT 1") == 1

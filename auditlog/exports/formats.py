@@ -14,7 +14,8 @@ and the fallback: without the extension, and for any batch the scanner refuses
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,13 @@ async def _encode_ndjson(batches: AsyncIterator[list[str]]) -> AsyncIterator[byt
         yield ("\n".join(batch) + "\n").encode()
 
 
-def encode(file_format: FileFormat, batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
-    """The file's bytes, one chunk per batch of stored payloads."""
+async def encode(
+    file_format: FileFormat, batches: AsyncGenerator[list[str], None]
+) -> AsyncIterator[bytes]:
+    """The file's bytes, one chunk per batch of stored payloads. However the file
+    ends (complete, or the client gone), `batches` is closed here and then, so
+    the download's transaction and connection are given back at once."""
     encoders = {"CSV": _encode_csv, "JSON": _encode_json, "NDJSON": _encode_ndjson}
-    return encoders[file_format.name](batches)
+    async with contextlib.aclosing(batches):
+        async for chunk in encoders[file_format.name](batches):
+            yield chunk

@@ -11,9 +11,10 @@ default) and never beyond the export's own expiry.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -163,7 +164,7 @@ async def list_exports(
 
 async def stream_part(
     services: Services, row: export_store.ExportRow, part: int
-) -> AsyncIterator[list[str]]:
+) -> AsyncGenerator[list[str], None]:
     """One part's stored payloads in batches; holds one pooled connection while it runs.
 
     Downloads take a slot first (services.download_slots): past that many at
@@ -174,7 +175,14 @@ async def stream_part(
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
-        async for batch in export_store.stream_export_part(
-            conn, row, part, retention_start=retention_start
-        ):
-            yield batch
+        # Closed explicitly: a download that ends early (GeneratorExit or a
+        # cancellation here) must end the part's transaction and its in-flight
+        # prefetch before the connection goes back to the pool. `async for`
+        # alone leaves the inner generator to the garbage collector, and the
+        # release then met a busy connection ("another operation is in
+        # progress", a flaky test).
+        async with contextlib.aclosing(
+            export_store.stream_export_part(conn, row, part, retention_start=retention_start)
+        ) as batches:
+            async for batch in batches:
+                yield batch

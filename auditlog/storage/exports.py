@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -281,7 +281,7 @@ async def stream_export_part(
     *,
     batch_size: int = 2000,
     retention_start: datetime | None = None,
-) -> AsyncIterator[list[str]]:
+) -> AsyncGenerator[list[str], None]:
     """The stored payloads of one part, newest first, in batches from a server-side cursor."""
     if not 1 <= part <= row.part_count:
         raise ValueError(f"part must be between 1 and {row.part_count}")
@@ -298,8 +298,9 @@ async def stream_export_part(
         finally:
             # A download closed early (the client left) still has a fetch in
             # flight. Cancelling it left asyncpg's protocol busy, so the ROLLBACK
-            # that ends the transaction failed with "another operation is in
-            # progress" (seen as a flaky test); it is one batch: let it finish.
+            # that ends the transaction could fail with "another operation is in
+            # progress"; it is one batch: let it finish. (Callers close this
+            # generator explicitly, see exports.service.stream_part.)
             if not pending.done():
                 with contextlib.suppress(Exception):
                     await pending
