@@ -40,8 +40,8 @@ def _settle_heap() -> None:
     allocates tens of thousands of short-lived objects (nearly all freed by
     reference counting, not by the collector); with the defaults every batch set
     off collections that walked the long-lived heap again: `orjson.loads` of a
-    batch showed 12% of the server's samples instead of 3% (docs/benchmarks.md,
-    ingest)."""
+    batch showed 12% of the server's samples, 3% with the heap frozen
+    (docs/benchmarks.md, ingest)."""
     global _heap_settled
     if _heap_settled:
         return
