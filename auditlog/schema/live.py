@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 from graphql import ExecutionResult as GraphQLExecutionResult
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from auditlog.schema.execution import LeafFastExecutor
 
 
 class LiveEdge:
@@ -86,7 +87,7 @@ class LiveOperation:
 live_operation: ContextVar[LiveOperation | None] = ContextVar("live_operation", default=None)
 
 
-class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+class SharedEventExecutor(LeafFastExecutor):
     """Executes a subscription event once per LiveEdge, however many subscribers get it."""
 
     def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
