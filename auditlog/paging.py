@@ -18,7 +18,6 @@ from auditlog.storage.events import (
     EventFilter,
     StoredEvent,
     TimePosition,
-    page_reads,
     read_events_page,
 )
 
@@ -54,18 +53,9 @@ async def read_page(
     flt: EventFilter,
     request: PageRequest,
 ) -> Page:
-    """One page, bounded by the workspace's retention (its statements planned as
-    `page_reads` says)."""
-    async with page_reads(conn, flt):
-        return await _read_page(conn, workspace_id, flt, request)
+    """One page, bounded by the workspace's retention (on a connection from
+    `page_connection`, its statements are planned as `page_plans` says)."""
 
-
-async def _read_page(
-    conn: asyncpg.Connection,
-    workspace_id: str,
-    flt: EventFilter,
-    request: PageRequest,
-) -> Page:
     async def exists(
         *, older: TimePosition | None = None, newer: TimePosition | None = None
     ) -> bool:

@@ -40,7 +40,7 @@ from auditlog.ingest.service import Ingestor
 from auditlog.runtime import migrate
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.storage.database import create_pool
-from auditlog.storage.events import TimePosition, page_reads
+from auditlog.storage.events import TimePosition, page_connection
 from bench.common import server_process, with_database
 from bench.query_data import BIG, BenchData, generate, loaded_count
 from bench.query_measure import (
@@ -233,24 +233,23 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
 
 async def explain_all(pool: asyncpg.Pool, todo: list[tuple[Case, TimePosition | None]]) -> None:
     print("\nEXPLAIN (ANALYZE, BUFFERS) as the service runs it (runtime role, and the plan")
-    print("mode page_reads chooses: generic plans unless the filter has an address or target):")
+    print("mode page_plans chooses: generic plans unless a filter's values decide the plan):")
     print(row("query", "mode", "parts 1st", "parts 7th", "ms 7th") + "  indexes (7th run)")
-    async with pool.acquire() as conn:
-        for case, after in todo:
-            sql, args = page_sql(BIG, case, after)
-            flt = AuditEventFilter(**_snake(case.filter)).to_filter()
-            async with page_reads(conn, flt):
-                mode = await conn.fetchval("SHOW plan_cache_mode")
-                first, seventh = await explain_prepared(conn, sql, args)
-            slug = case.name.split(",")[0].replace(" ", "-")
-            (OUT / f"explain-{slug}.txt").write_text(f"{sql}\n{args}\n\n{seventh.text}\n")
-            kind = "generic" if re.search(r"\$[1-9]", seventh.text) else "custom"
-            print(
-                row(case.name, kind, first.partitions, seventh.partitions, seventh.execution_ms)
-                + "  "
-                + ", ".join(seventh.indexes)
-                + ("" if mode != "force_generic_plan" or kind == "generic" else "  (!)")
-            )
+    for case, after in todo:
+        sql, args = page_sql(BIG, case, after)
+        flt = AuditEventFilter(**_snake(case.filter)).to_filter()
+        async with page_connection(pool, flt) as conn:
+            mode = await conn.fetchval("SHOW plan_cache_mode")
+            first, seventh = await explain_prepared(conn, sql, args)
+        slug = case.name.split(",")[0].replace(" ", "-")
+        (OUT / f"explain-{slug}.txt").write_text(f"{sql}\n{args}\n\n{seventh.text}\n")
+        kind = "generic" if re.search(r"\$[1-9]", seventh.text) else "custom"
+        print(
+            row(case.name, kind, first.partitions, seventh.partitions, seventh.execution_ms)
+            + "  "
+            + ", ".join(seventh.indexes)
+            + ("" if mode != "force_generic_plan" or kind == "generic" else "  (!)")
+        )
     print(f"plans written to {OUT}/explain-*.txt")
 
 

@@ -31,8 +31,8 @@ from auditlog.storage.events import (
     TimePosition,
     block_window_query,
     bounded_block,
+    page_connection,
     page_query,
-    page_reads,
     read_events_page,
 )
 from bench.common import percentile
@@ -165,11 +165,11 @@ def sql_run(
 ) -> Callable[[], Awaitable[list[StoredEvent]]]:
     """The page's statement as the service sends it (51 rows: the extra one tells
     whether there is a next page), through the same pool settings and plan mode
-    (`page_reads`: its BEGIN and COMMIT round trips included)."""
+    (`page_connection`)."""
     flt = AuditEventFilter(**_snake(case.filter)).to_filter()
 
     async def run() -> list[StoredEvent]:
-        async with pool.acquire() as conn, page_reads(conn, flt):
+        async with page_connection(pool, flt) as conn:
             return await read_events_page(
                 conn, workspace_id, flt, limit=51, older_than=after, workspace_retention=True
             )

@@ -14,6 +14,7 @@ import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
+from auditlog.storage.database import create_pool
 from auditlog.storage.events import EventFilter
 from tests.conftest import WorkspaceKeys, event
 
@@ -94,12 +95,14 @@ async def test_login_history_lookup_probes_the_index_whatever_the_history(
     assert len(seen) == sum(1 for i in range(300) if 1 <= i < 250)
 
 
-async def test_page_reads_use_generic_plans_only_where_one_plan_serves_every_value(
-    services: Services,
+async def test_page_connections_plan_generically_only_where_one_plan_serves_every_value(
+    database_url: str,
 ) -> None:
-    """A page whose plan fits every value runs with generic plans (no planning per
-    request); the setting ends with the page, also when it fails; two selective
-    filters together or a target keep plans made for their values."""
+    """A page whose plan fits every value gets a connection with generic plans (no
+    planning per request); two selective filters together or a target keep plans
+    made for their values; any other acquirer gets custom plans back, also from
+    a connection a page read left generic, and a failed page read changes
+    nothing of that."""
     network = ipaddress.ip_network("10.1.0.0/16")
     cases = [
         (EventFilter(), "force_generic_plan"),
@@ -108,17 +111,31 @@ async def test_page_reads_use_generic_plans_only_where_one_plan_serves_every_val
         (EventFilter(actor_email="a@x.io", actions=["file.uploaded"]), "force_custom_plan"),
         (EventFilter(target_id="t-1"), "force_custom_plan"),
     ]
-    async with services.pool.acquire() as conn:
+    pool = await create_pool(database_url, min_size=1, max_size=1)  # one connection, reused
+    try:
         for flt, mode in cases:
-            async with event_store.page_reads(conn, flt):
+            async with event_store.page_connection(pool, flt) as conn:
                 assert await conn.fetchval("SHOW plan_cache_mode") == mode
-            assert not conn.is_in_transaction()
-            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+                assert not conn.is_in_transaction()
+            async with pool.acquire() as conn:
+                assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
         with pytest.raises(asyncpg.DivisionByZeroError):
-            async with event_store.page_reads(conn, EventFilter()):
+            async with event_store.page_connection(pool, EventFilter()) as conn:
                 await conn.fetchval("SELECT 1 / 0")
-        assert not conn.is_in_transaction()
-        assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        # The mode is set only when it changes: page after page, one SET.
+        sent: list[str] = []
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(record.query))
+        for _ in range(3):
+            async with event_store.page_connection(pool, EventFilter()) as conn:
+                await conn.fetchval("SELECT 1")
+        assert [q for q in sent if "plan_cache_mode" in q] == [
+            "SET plan_cache_mode = force_generic_plan"
+        ]
+    finally:
+        await pool.close()
 
 
 async def test_generic_page_plans_still_prune_partitions(
@@ -134,20 +151,20 @@ async def test_generic_page_plans_still_prune_partitions(
     )
     async with services.pool.acquire() as conn:
         await event_store.ensure_partitions(conn, months)
-        async with event_store.page_reads(conn, flt):
-            # A server-side prepared statement, as asyncpg makes, explained on
-            # its 7th execution, when a generic plan would be cached in any mode.
-            await conn.execute(f"PREPARE page AS {sql}")
-            values = ", ".join(
-                f"'{a.isoformat()}'::timestamptz" if isinstance(a, datetime) else repr(a)
-                for a in args
-            )
-            for _ in range(6):
-                await conn.execute(f"EXECUTE page({values})")
-            plan = "\n".join(
-                r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE) EXECUTE page({values})")
-            )
-            await conn.execute("DEALLOCATE page")
+    async with event_store.page_connection(services.pool, flt) as conn:
+        assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        # A server-side prepared statement, as asyncpg makes, explained on
+        # its 7th execution, when a generic plan would be cached in any mode.
+        await conn.execute(f"PREPARE page AS {sql}")
+        values = ", ".join(
+            f"'{a.isoformat()}'::timestamptz" if isinstance(a, datetime) else repr(a) for a in args
+        )
+        for _ in range(6):
+            await conn.execute(f"EXECUTE page({values})")
+        plan = "\n".join(
+            r[0] for r in await conn.fetch(f"EXPLAIN (ANALYZE) EXECUTE page({values})")
+        )
+        await conn.execute("DEALLOCATE page")
     assert "Subplans Removed" in plan, plan
     scanned = set(re.findall(r" on (audit_events_\d{4}_\d{2})", plan))
     assert scanned == {"audit_events_2026_03"}, plan
@@ -200,7 +217,7 @@ async def test_an_address_block_page_is_exact_whether_common_or_rare(
 
     async def page(block: str, limit: int, oldest_first: bool = False) -> list[str]:
         flt = EventFilter(ip_network=ipaddress.ip_network(block))
-        async with services.pool.acquire() as conn, event_store.page_reads(conn, flt):
+        async with event_store.page_connection(services.pool, flt) as conn:
             rows = await event_store.read_events_page(
                 conn, workspace.id, flt, limit=limit, oldest_first=oldest_first,
                 workspace_retention=True,

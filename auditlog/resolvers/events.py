@@ -66,7 +66,7 @@ async def audit_events(
         after=TimePosition(after_c.occurred_at, after_c.seq) if after_c else None,
         before=TimePosition(before_c.occurred_at, before_c.seq) if before_c else None,
     )
-    async with ctx.services.pool.acquire() as conn:
+    async with event_store.page_connection(ctx.services.pool, flt) as conn:
         page = await read_page(conn, workspace_id, flt, request)
     return connection_from_page(codec, workspace_id, page)
 

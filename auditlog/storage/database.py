@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ import asyncpg
 log = logging.getLogger(__name__)
 
 RUNTIME_ROLE = "auditlog_runtime"
+CUSTOM_PLANS = "force_custom_plan"
+GENERIC_PLANS = "force_generic_plan"
 
 
 def start_embedded(data_dir: Path) -> Any:
@@ -60,8 +63,9 @@ def runtime_server_settings() -> dict[str, str]:
         "role": RUNTIME_ROLE,
         "application_name": "auditlog",
         "TimeZone": "UTC",
-        # Generic plans on a partitioned table can lose partition pruning (DESIGN.md).
-        "plan_cache_mode": "force_custom_plan",
+        # Generic plans on a partitioned table can lose partition pruning (DESIGN.md);
+        # only page reads that suit them ask for them (acquire_with_plans).
+        "plan_cache_mode": CUSTOM_PLANS,
     }
 
 
@@ -75,11 +79,66 @@ class RuntimeConnection(asyncpg.Connection):  # type: ignore[misc]
     reset: its settings come once with the connection (runtime_server_settings),
     advisory locks on pooled connections are transaction-scoped, cursors live in
     transactions, nothing LISTENs. An open transaction is still rolled back on
-    release (asyncpg does that whatever this returns).
+    release (asyncpg does that whatever this returns). The one setting that
+    changes, plan_cache_mode, is tracked here and set on acquire to what the
+    acquirer wants (acquire_with_plans).
     """
+
+    # The session's plan_cache_mode, as set on the server (runtime_server_settings).
+    _plan_mode = CUSTOM_PLANS
 
     def get_reset_query(self) -> str:
         return ""
+
+    @property
+    def plan_mode(self) -> str:
+        return self._plan_mode
+
+    async def use_plans(self, mode: str) -> None:
+        """Set the session's plan_cache_mode; a round trip only when it changes."""
+        if mode not in (CUSTOM_PLANS, GENERIC_PLANS):
+            raise ValueError(f"unknown plan mode {mode!r}")
+        if self._plan_mode != mode:
+            self._plan_mode = "unknown"  # until the server has confirmed it
+            await self.execute(f"SET plan_cache_mode = {mode}")
+            self._plan_mode = mode
+
+
+# The plan mode a pooled connection gets on acquire: custom plans unless the
+# acquirer asked otherwise (acquire_with_plans).
+_plans_wanted: ContextVar[str] = ContextVar("auditlog_plans_wanted", default=CUSTOM_PLANS)
+
+
+async def _setup_connection(conn: asyncpg.Connection) -> None:
+    """On every acquire: the plan mode the acquirer wants (no round trip when the
+    connection is in it already, the common case)."""
+    await conn.use_plans(_plans_wanted.get())
+
+
+def plan_mode_of(conn: asyncpg.Connection) -> str:
+    """The session plan mode of a connection (custom for any not from create_pool)."""
+    return str(getattr(conn, "plan_mode", CUSTOM_PLANS))
+
+
+@asynccontextmanager
+async def acquire_with_plans(pool: asyncpg.Pool, mode: str) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection whose session plans as `mode` says.
+
+    The mode stays on the connection after release: switching it costs a round
+    trip, so a connection that serves page read after page read keeps generic
+    plans, and the next acquirer that wants custom ones (every other one) has
+    the connection switched back on acquire (`_setup_connection`). That saves a
+    page read the BEGIN and COMMIT a `SET LOCAL` would need.
+    """
+    token = _plans_wanted.set(mode)
+    try:
+        conn = await pool.acquire()
+    finally:
+        _plans_wanted.reset(token)
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
 
 
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -88,6 +147,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        setup=_setup_connection,
         server_settings=runtime_server_settings(),
         connection_class=RuntimeConnection,
     )

@@ -8,7 +8,6 @@ commits late is never skipped (DESIGN.md, 3).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -18,6 +17,13 @@ from datetime import date, datetime
 from typing import NamedTuple
 
 import asyncpg
+
+from auditlog.storage.database import (
+    CUSTOM_PLANS,
+    GENERIC_PLANS,
+    acquire_with_plans,
+    plan_mode_of,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -394,29 +400,39 @@ def block_window_query(
     return sql, args
 
 
-@asynccontextmanager
-async def page_reads(conn: asyncpg.Connection, flt: EventFilter) -> AsyncIterator[None]:
-    """Around the statements of one page: with generic plans where they suit
-    (`generic_plans_suit`), custom plans (the pool's setting) otherwise.
+def page_plans(flt: EventFilter) -> str:
+    """The plan mode of a page's statements: generic where one plan serves every
+    value (`generic_plans_suit`), custom otherwise.
 
     Planning a page statement for its values costs more than running it: the
     planner considers every partition's 8 indexes (0.53 ms for 14 monthly
-    partitions, against 0.11 ms of execution, docs/benchmarks.md). A read-only
-    transaction carries `SET LOCAL plan_cache_mode = force_generic_plan`, in the
-    same round trip as its BEGIN, so the setting ends with it, also on error.
-    Inside a caller's transaction nothing changes.
+    partitions, against 0.11 ms of execution, docs/benchmarks.md).
     """
-    if not generic_plans_suit(flt) or conn.is_in_transaction():
-        yield
-        return
-    await conn.execute("BEGIN READ ONLY; SET LOCAL plan_cache_mode = force_generic_plan")
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+    return GENERIC_PLANS if generic_plans_suit(flt) else CUSTOM_PLANS
+
+
+@asynccontextmanager
+async def page_connection(
+    pool: asyncpg.Pool, flt: EventFilter
+) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for the statements of one page, planned as `page_plans`
+    says (the session's mode, set on acquire only when it differs)."""
+    async with acquire_with_plans(pool, page_plans(flt)) as conn:
+        yield conn
+
+
+async def _fetch_with_custom_plan(
+    conn: asyncpg.Connection, sql: str, args: list[object]
+) -> list[asyncpg.Record]:
+    """`sql` planned for its values, on a connection that may plan generically."""
+    if plan_mode_of(conn) == CUSTOM_PLANS:
+        return list(await conn.fetch(sql, *args))
+    if conn.is_in_transaction():  # a caller's: custom plans for the rest of it
+        await conn.execute(f"SET LOCAL plan_cache_mode = {CUSTOM_PLANS}")
+        return list(await conn.fetch(sql, *args))
+    async with conn.transaction(readonly=True):
+        await conn.execute(f"SET LOCAL plan_cache_mode = {CUSTOM_PLANS}")
+        return list(await conn.fetch(sql, *args))
 
 
 async def read_events_page(
@@ -449,9 +465,8 @@ async def read_events_page(
         sql, args = block_window_query(workspace_id, flt, bounds)
         records = await conn.fetch(sql, *args)
         if len(records) < limit:
-            records = None
-            if conn.is_in_transaction():  # page_reads' generic plans: not for this one
-                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+            sql, args = page_query(workspace_id, flt, bounds)
+            records = await _fetch_with_custom_plan(conn, sql, args)
     if records is None:
         sql, args = page_query(workspace_id, flt, bounds)
         records = await conn.fetch(sql, *args)
