@@ -17,6 +17,7 @@ import asyncpg
 import jwt
 
 from auditlog.errors import AuthError, ForbiddenError
+from auditlog.storage.database import EITHER_PLANS, acquire_with_plans
 from auditlog.storage.keys import read_api_key
 from auditlog.storage.workspaces import read_workspace
 
@@ -135,7 +136,9 @@ async def authenticate(
         raise AuthError("the Authorization header must be 'Bearer <token>'")
     parts = split_token(token)
     if parts is not None:
-        async with pool.acquire() as conn:
+        # One lookup by primary key, planned alike either way: the connection's
+        # plan mode is left as it is (no SET on the way to a page read).
+        async with acquire_with_plans(pool, EITHER_PLANS) as conn:
             return await _authenticate_key(conn, *parts)
     return await _authenticate_jwt(pool, token, sessions)
 
@@ -156,7 +159,7 @@ async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTok
     role, workspace = claims.get("role"), claims.get("workspace")
     if role not in ("owner", "admin", "member") or not isinstance(workspace, str):
         raise AuthError("invalid token: role must be owner, admin or member")
-    async with pool.acquire() as conn:
+    async with acquire_with_plans(pool, EITHER_PLANS) as conn:
         known = await read_workspace(conn, workspace) is not None
     if not known:
         raise AuthError("invalid token: unknown workspace")

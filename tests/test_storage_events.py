@@ -14,7 +14,7 @@ import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
-from auditlog.storage.database import create_pool
+from auditlog.storage.database import EITHER_PLANS, acquire_with_plans, create_pool
 from auditlog.storage.events import EventFilter
 from tests.conftest import WorkspaceKeys, event
 
@@ -131,7 +131,10 @@ async def test_page_connections_plan_generically_only_where_one_plan_serves_ever
         for _ in range(3):
             async with event_store.page_connection(pool, EventFilter()) as conn:
                 await conn.fetchval("SELECT 1")
-        assert [q for q in sent if "plan_cache_mode" in q] == [
+            # An API key lookup between pages (either mode plans it alike) keeps it.
+            async with acquire_with_plans(pool, EITHER_PLANS) as conn:
+                assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert [q for q in sent if q.startswith("SET plan_cache_mode")] == [
             "SET plan_cache_mode = force_generic_plan"
         ]
     finally:

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 RUNTIME_ROLE = "auditlog_runtime"
 CUSTOM_PLANS = "force_custom_plan"
 GENERIC_PLANS = "force_generic_plan"
+# For statements planned alike in either mode (a lookup by primary key on a plain
+# table): the connection is taken as it is, with no SET.
+EITHER_PLANS = "either"
 
 
 def start_embedded(data_dir: Path) -> Any:
@@ -111,8 +114,10 @@ _plans_wanted: ContextVar[str] = ContextVar("auditlog_plans_wanted", default=CUS
 
 async def _setup_connection(conn: asyncpg.Connection) -> None:
     """On every acquire: the plan mode the acquirer wants (no round trip when the
-    connection is in it already, the common case)."""
-    await conn.use_plans(_plans_wanted.get())
+    connection is in it already, or when either mode will do)."""
+    wanted = _plans_wanted.get()
+    if wanted != EITHER_PLANS:
+        await conn.use_plans(wanted)
 
 
 def plan_mode_of(conn: asyncpg.Connection) -> str:
@@ -122,7 +127,8 @@ def plan_mode_of(conn: asyncpg.Connection) -> str:
 
 @asynccontextmanager
 async def acquire_with_plans(pool: asyncpg.Pool, mode: str) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection whose session plans as `mode` says.
+    """A pooled connection whose session plans as `mode` says (EITHER_PLANS: as
+    it does already).
 
     The mode stays on the connection after release: switching it costs a round
     trip, so a connection that serves page read after page read keeps generic
