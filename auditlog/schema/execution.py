@@ -1,20 +1,23 @@
-"""Execution of plain leaf fields without graphql-core's per-field machinery.
+"""Execution of plain fields without graphql-core's per-field machinery.
 
-A page of 50 events asks for about 1,700 fields, 1,400 of them leaves read
-straight off an attribute (`occurredAt`, `actor { email }`, ...). graphql-core
-handles each one alike: a resolve-info object, Strawberry's resolver wrapper,
-awaitable checks and a completion dispatch, about 5 µs a field, which made
-GraphQL execution 70 % of a page's time (docs/benchmarks.md).
+A page of 50 events asks for about 1,700 fields, nearly all of them read
+straight off an attribute (`occurredAt`, `actor { email }`, `edges { node }`).
+graphql-core handles each one alike: a resolve-info object, Strawberry's
+resolver wrapper, awaitable checks and a completion dispatch, about 5 µs a
+field, which made GraphQL execution most of a page's time (docs/benchmarks.md).
 
-`LeafFastExecutor.execute_fields` does what that path does for such a field,
-directly: the field's default resolver (`getattr`), then the leaf type's
-`coerce_output_value`. It takes the fast path only where the outcome cannot
-differ: a field with no resolver of its own, no field extension and no
-arguments, under no field middleware, whose value is neither an awaitable nor
-null where null is not allowed, and that coerces without error to a non-null
-value. Anything else, including every error, goes the stock way, so results and
-errors are those of stock execution (tests/test_execution.py compares the two).
-Lists of leaves (`anomalies`) take it too when every item does.
+`PlainFieldExecutor` completes *plain* fields itself: a field with no resolver
+of its own, no field extension and no arguments (Strawberry's "basic" fields,
+read with the default resolver), whose type is a leaf, an object type without
+`is_type_of`, or a list of either. A plain field's whole value is completed
+directly: leaves by their type's `coerce_output_value`, objects field by field
+the same way, `__typename` as the type's name. The moment anything in that
+value is not plain or would not complete cleanly (null where null is not
+allowed, a value that does not coerce, an awaitable, a non-list where a list
+is expected, a field with a resolver, @defer, field middleware), the field is
+executed again the stock way from the start, so every result and every error
+is stock execution's (tests/test_execution.py compares the two). Nothing is
+recorded by the fast path, so nothing is recorded twice.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from graphql.pyutils import Path, Undefined, gather_with_cancel
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _BASE = StrawberryGraphQLCoreExecutionContext
-# The fast path mirrors graphql-core 3.3's execute_fields; with any other
-# signature it stays off and execution is stock.
+# The fast path mirrors graphql-core 3.3's execute_fields and collect_subfields;
+# with other signatures it stays off and execution is stock.
 _SUPPORTED = list(inspect.signature(_BASE.execute_fields).parameters) == [
     "self",
     "parent_type",
@@ -45,23 +48,32 @@ _SUPPORTED = list(inspect.signature(_BASE.execute_fields).parameters) == [
     "path",
     "grouped_field_set",
     "position_context",
+] and list(inspect.signature(_BASE.collect_subfields).parameters) == [
+    "self",
+    "return_type",
+    "field_details_list",
 ]
+# Directives that collecting fields has already applied; any other on a field
+# (@stream, a custom one) leaves it to stock execution.
+_APPLIED_DIRECTIVES = frozenset(("include", "skip"))
 
 
 @dataclass(frozen=True, slots=True)
-class _Leaf:
+class _Plain:
     attribute: str
     resolve: Callable[[Any, str], Any]  # Strawberry's default resolver (getattr)
-    coerce: Callable[[Any], Any]
     nullable: bool
     list_item_nullable: bool | None  # None: not a list
+    coerce: Callable[[Any], Any] | None  # a leaf's; None for an object type
+    object_type: GraphQLObjectType | None
 
 
-_plans: weakref.WeakKeyDictionary[GraphQLObjectType, dict[str, _Leaf]] = weakref.WeakKeyDictionary()
+_plans: weakref.WeakKeyDictionary[GraphQLObjectType, dict[str, _Plain]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _leaf_of(output: GraphQLOutputType) -> tuple[Callable[[Any], Any], bool, bool | None] | None:
-    """(coerce, nullable, list item nullable or None) of a leaf or a list of leaves."""
+def _plain_of(attribute: str, resolve: Any, output: GraphQLOutputType) -> _Plain | None:
     nullable = not isinstance(output, GraphQLNonNull)
     inner = output.of_type if isinstance(output, GraphQLNonNull) else output
     item_nullable: bool | None = None
@@ -69,13 +81,15 @@ def _leaf_of(output: GraphQLOutputType) -> tuple[Callable[[Any], Any], bool, boo
         item = inner.of_type
         item_nullable = not isinstance(item, GraphQLNonNull)
         inner = item.of_type if isinstance(item, GraphQLNonNull) else item
-    if not is_leaf_type(inner):
-        return None
-    return inner.coerce_output_value, nullable, item_nullable
+    if is_leaf_type(inner):
+        return _Plain(attribute, resolve, nullable, item_nullable, inner.coerce_output_value, None)
+    if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
+        return _Plain(attribute, resolve, nullable, item_nullable, None, inner)
+    return None  # an interface or a union: stock execution resolves its type
 
 
-def leaf_plan(parent_type: GraphQLObjectType) -> dict[str, _Leaf]:
-    """The fields of `parent_type` that may take the fast path, by field name."""
+def field_plan(parent_type: GraphQLObjectType) -> dict[str, _Plain]:
+    """The plain fields of `parent_type`, by field name."""
     plan = _plans.get(parent_type)
     if plan is not None:
         return plan
@@ -86,48 +100,30 @@ def leaf_plan(parent_type: GraphQLObjectType) -> dict[str, _Leaf]:
         # no field extension (its "basic" fields, read with the default resolver).
         if definition is None or field.args or not getattr(field.resolve, "_is_default", False):
             continue
-        leaf = _leaf_of(field.type)
-        if leaf is not None:
-            coerce, nullable, item_nullable = leaf
-            plan[name] = _Leaf(
-                definition.python_name, definition.default_resolver, coerce, nullable, item_nullable
-            )
+        plain = _plain_of(definition.python_name, definition.default_resolver, field.type)
+        if plain is not None:
+            plan[name] = plain
     _plans[parent_type] = plan
     return plan
 
 
-_MISS = object()
+_MISS = object()  # "stock execution must do this field"
 
 
-def _complete(leaf: _Leaf, value: Any, is_awaitable: Callable[[Any], bool]) -> Any:
-    """The completed value, or _MISS where stock execution must decide."""
-    if value is None:
-        return None if leaf.nullable else _MISS
-    if leaf.list_item_nullable is None:
-        if is_awaitable(value):
-            return _MISS
-        out = leaf.coerce(value)
-        return _MISS if out is None or out is Undefined else out
-    if type(value) is not list:
-        return _MISS
-    items: list[Any] = []
-    for item in value:
-        if item is None:
-            if not leaf.list_item_nullable:
-                return _MISS
-            items.append(None)
-            continue
-        if is_awaitable(item):
-            return _MISS
-        out = leaf.coerce(item)
-        if out is None or out is Undefined:
-            return _MISS
-        items.append(out)
-    return items
+def _plain_selection(field_details_list: Any) -> bool:
+    for details in field_details_list:
+        node = details.node
+        if details.defer_usage is not None or node.arguments:
+            return False
+        if node.directives and any(
+            d.name.value not in _APPLIED_DIRECTIVES for d in node.directives
+        ):
+            return False
+    return True
 
 
-class LeafFastExecutor(_BASE):
-    """Strawberry's execution context, with plain leaf fields completed directly."""
+class PlainFieldExecutor(_BASE):
+    """Strawberry's execution context, with plain fields completed directly."""
 
     def execute_fields(
         self,
@@ -138,8 +134,12 @@ class LeafFastExecutor(_BASE):
         position_context: Any,
     ) -> Any:
         manager = self.middleware_manager
-        plan = leaf_plan(parent_type) if _SUPPORTED else None
-        if not plan or (manager is not None and manager.middlewares):
+        plan = field_plan(parent_type) if _SUPPORTED else None
+        if (
+            not plan
+            or position_context is not None  # incremental delivery under way
+            or (manager is not None and manager.middlewares)
+        ):
             return super().execute_fields(
                 parent_type, source_value, path, grouped_field_set, position_context
             )
@@ -148,12 +148,13 @@ class LeafFastExecutor(_BASE):
         awaitable_fields: list[str] = []
         try:
             for response_name, field_details_list in grouped_field_set.items():
-                node = field_details_list[0].node
-                leaf = None if node.arguments or node.directives else plan.get(node.name.value)
-                if leaf is not None:
+                plain = plan.get(field_details_list[0].node.name.value)
+                if plain is not None and _plain_selection(field_details_list):
                     try:
-                        value = _complete(
-                            leaf, leaf.resolve(source_value, leaf.attribute), is_awaitable
+                        value = self._complete_plain(
+                            plain,
+                            field_details_list,
+                            plain.resolve(source_value, plain.attribute),
                         )
                     except Exception:  # the stock path below reports it as stock does
                         value = _MISS
@@ -178,6 +179,58 @@ class LeafFastExecutor(_BASE):
         if not awaitable_fields:
             return results
         return self._await_fields(results, awaitable_fields)
+
+    def _complete_plain(self, plain: _Plain, field_details_list: Any, value: Any) -> Any:
+        """A plain field's completed value, or _MISS."""
+        if value is None:
+            return None if plain.nullable else _MISS
+        if plain.list_item_nullable is None:
+            return self._complete_item(plain, field_details_list, value)
+        if type(value) is not list:
+            return _MISS
+        items: list[Any] = []
+        for item in value:
+            if item is None:
+                if not plain.list_item_nullable:
+                    return _MISS
+                items.append(None)
+                continue
+            completed = self._complete_item(plain, field_details_list, item)
+            if completed is _MISS:
+                return _MISS
+            items.append(completed)
+        return items
+
+    def _complete_item(self, plain: _Plain, field_details_list: Any, value: Any) -> Any:
+        if self.is_awaitable(value):
+            return _MISS
+        if plain.coerce is not None:
+            out = plain.coerce(value)
+            return _MISS if out is None or out is Undefined else out
+        assert plain.object_type is not None
+        return self._complete_object(plain.object_type, field_details_list, value)
+
+    def _complete_object(
+        self, object_type: GraphQLObjectType, field_details_list: Any, source: Any
+    ) -> Any:
+        collected = self.collect_subfields(object_type, field_details_list)
+        if collected.new_defer_usages or collected.forbidden_directive_instances:
+            return _MISS
+        plan = field_plan(object_type)
+        out: dict[str, Any] = {}
+        for response_name, sub_details in collected.grouped_field_set.items():
+            name = sub_details[0].node.name.value
+            if name == "__typename":
+                out[response_name] = object_type.name
+                continue
+            plain = plan.get(name)
+            if plain is None or not _plain_selection(sub_details):
+                return _MISS
+            value = self._complete_plain(plain, sub_details, plain.resolve(source, plain.attribute))
+            if value is _MISS:
+                return _MISS
+            out[response_name] = value
+        return out
 
     async def _await_fields(
         self, results: dict[str, Any], awaitable_fields: list[str]

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from graphql import ExecutionResult as GraphQLExecutionResult
 
-from auditlog.schema.execution import LeafFastExecutor
+from auditlog.schema.execution import PlainFieldExecutor
 
 
 class LiveEdge:
@@ -87,7 +87,7 @@ class LiveOperation:
 live_operation: ContextVar[LiveOperation | None] = ContextVar("live_operation", default=None)
 
 
-class SharedEventExecutor(LeafFastExecutor):
+class SharedEventExecutor(PlainFieldExecutor):
     """Executes a subscription event once per LiveEdge, however many subscribers get it."""
 
     def execute_operation(self, *args: Any, **kwargs: Any) -> Any:
