@@ -29,10 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    GraphQLID,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLOutputType,
+    GraphQLString,
     is_leaf_type,
 )
 from graphql.pyutils import Path, Undefined, gather_with_cancel
@@ -66,6 +68,9 @@ class _Plain:
     list_item_nullable: bool | None  # None: not a list
     coerce: Callable[[Any], Any] | None  # a leaf's; None for an object type
     object_type: GraphQLObjectType | None
+    # String and ID give back a str as it is (graphql-core's serialize_string and
+    # serialize_id): no call for the most common value of all.
+    str_as_is: bool = False
 
 
 _plans: weakref.WeakKeyDictionary[GraphQLObjectType, dict[str, _Plain]] = (
@@ -82,7 +87,9 @@ def _plain_of(attribute: str, resolve: Any, output: GraphQLOutputType) -> _Plain
         item_nullable = not isinstance(item, GraphQLNonNull)
         inner = item.of_type if isinstance(item, GraphQLNonNull) else item
     if is_leaf_type(inner):
-        return _Plain(attribute, resolve, nullable, item_nullable, inner.coerce_output_value, None)
+        as_is = inner is GraphQLString or inner is GraphQLID
+        coerce = inner.coerce_output_value
+        return _Plain(attribute, resolve, nullable, item_nullable, coerce, None, as_is)
     if isinstance(inner, GraphQLObjectType) and inner.is_type_of is None:
         return _Plain(attribute, resolve, nullable, item_nullable, None, inner)
     return None  # an interface or a union: stock execution resolves its type
@@ -124,6 +131,10 @@ def _plain_selection(field_details_list: Any) -> bool:
 
 class PlainFieldExecutor(_BASE):
     """Strawberry's execution context, with plain fields completed directly."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_selections: dict[tuple[GraphQLObjectType, int], Any] = {}
 
     def execute_fields(
         self,
@@ -202,6 +213,8 @@ class PlainFieldExecutor(_BASE):
         return items
 
     def _complete_item(self, plain: _Plain, field_details_list: Any, value: Any) -> Any:
+        if plain.str_as_is and type(value) is str:
+            return value
         if self.is_awaitable(value):
             return _MISS
         if plain.coerce is not None:
@@ -210,25 +223,60 @@ class PlainFieldExecutor(_BASE):
         assert plain.object_type is not None
         return self._complete_object(plain.object_type, field_details_list, value)
 
-    def _complete_object(
-        self, object_type: GraphQLObjectType, field_details_list: Any, source: Any
-    ) -> Any:
+    def _selection(
+        self, object_type: GraphQLObjectType, field_details_list: Any
+    ) -> list[tuple[str, _Plain | None, Any]] | None:
+        """The selection on `object_type` as (response name, plain field, its details)
+        (None and the type's name for `__typename`), or None when any of it is not
+        plain. Made once per request for each selection, which a list's items share."""
+        key = (object_type, id(field_details_list))
+        cached = self._plain_selections.get(key)
+        if cached is None:
+            # Kept with its details list, so that the list's id cannot be reused.
+            cached = (field_details_list, self._plain_selection_of(object_type, field_details_list))
+            self._plain_selections[key] = cached
+        return cached[1]
+
+    def _plain_selection_of(
+        self, object_type: GraphQLObjectType, field_details_list: Any
+    ) -> list[tuple[str, _Plain | None, Any]] | None:
         collected = self.collect_subfields(object_type, field_details_list)
         if collected.new_defer_usages or collected.forbidden_directive_instances:
-            return _MISS
+            return None
         plan = field_plan(object_type)
-        out: dict[str, Any] = {}
+        selection: list[tuple[str, _Plain | None, Any]] = []
         for response_name, sub_details in collected.grouped_field_set.items():
             name = sub_details[0].node.name.value
             if name == "__typename":
-                out[response_name] = object_type.name
+                selection.append((response_name, None, object_type.name))
                 continue
             plain = plan.get(name)
             if plain is None or not _plain_selection(sub_details):
-                return _MISS
-            value = self._complete_plain(plain, sub_details, plain.resolve(source, plain.attribute))
-            if value is _MISS:
-                return _MISS
+                return None
+            selection.append((response_name, plain, sub_details))
+        return selection
+
+    def _complete_object(
+        self, object_type: GraphQLObjectType, field_details_list: Any, source: Any
+    ) -> Any:
+        selection = self._selection(object_type, field_details_list)
+        if selection is None:
+            return _MISS
+        out: dict[str, Any] = {}
+        for response_name, plain, details in selection:
+            if plain is None:
+                out[response_name] = details  # __typename
+                continue
+            value = plain.resolve(source, plain.attribute)
+            if value is None:
+                if not plain.nullable:
+                    return _MISS
+            elif plain.str_as_is and type(value) is str and plain.list_item_nullable is None:
+                pass  # the most common leaf, as it is
+            else:
+                value = self._complete_plain(plain, details, value)
+                if value is _MISS:
+                    return _MISS
             out[response_name] = value
         return out
 
