@@ -390,7 +390,8 @@ def block_window_query(
         workspace_id,
         replace(flt, ip_network=None),
         replace(bounds, limit=BLOCK_WINDOW),
-        columns=PAGE_COLUMNS + ", ip",
+        # The raw xid: converted for the page's rows only, not for the whole window.
+        columns="workspace_id, occurred_at, seq, xid, payload, ip",
     )
     order = "ASC" if bounds.oldest_first else "DESC"
     args += [flt.ip_network, bounds.limit]
