@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 import strawberry
+from graphql import get_introspection_query
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from auditlog.schema import execution
@@ -127,6 +128,7 @@ DOCUMENTS = [
          node { id @include(if: $yes) action @skip(if: $yes) __typename
                 targets { id name type } device { os os } } } } }""",
     "{ one { id payload metadata ipAddress } }",
+    get_introspection_query(descriptions=True),
 ]
 
 
