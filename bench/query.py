@@ -226,6 +226,7 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
                 )
             first_page = results[0][1].p50_ms
             print(f"\npage {deep_page:,} / page 1 (p50): {results[-1][1].p50_ms / first_page:.2f}x")
+            client.close()
         await explain_all(pool, [(c, a) for c, _, _, _, a in results])
     finally:
         await pool.close()
