@@ -229,3 +229,26 @@ async def test_a_page_of_plain_fields_takes_the_fast_path_whole() -> None:
     assert calls == ["MemoryQuery", "AuditEventConnection", "AuditEventEdge", "AuditEvent"]
     assert result.errors is not None
     assert [e.path for e in result.errors] == [["auditEvents", "edges", 10, "node", "anomalies", 1]]
+
+
+def test_stored_timestamps_read_as_the_strict_parser_reads_them() -> None:
+    """Events are built from stored payloads with a faster reading of their
+    timestamps; it gives what parse_timestamp gives, canonical or not."""
+    from auditlog.ingest.canonical import format_timestamp
+    from auditlog.ingest.validate import parse_timestamp
+    from auditlog.schema.types import _stored_time
+
+    rng = random.Random(5)
+    texts = [
+        format_timestamp(datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=n))
+        for n in (rng.randrange(10**16) for _ in range(2000))
+    ]
+    texts += [
+        "2026-11-29t05:10:42.123456789z",
+        "2026-11-29 05:10:42+02:00",
+        "2026-11-29T05:10:42.5Z",
+        "2026-11-29T23:59:59-11:30",
+    ]
+    for text in texts:
+        read = _stored_time(text)
+        assert read == parse_timestamp(text) and read.utcoffset() == timedelta(0), text

@@ -152,7 +152,10 @@ _ACTOR_TYPES = {t.value: t for t in ActorType}
 def _stored_time(text: str) -> datetime:
     """A stored payload's timestamp: canonical (UTC with a Z, as ingest writes it),
     which datetime.fromisoformat reads six times faster than parse_timestamp."""
-    parsed = datetime.fromisoformat(text)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:  # not ISO as Python reads it: the strict parser decides
+        return parse_timestamp(text)
     return parsed if parsed.tzinfo is UTC else parse_timestamp(text)
 
 
