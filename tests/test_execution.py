@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import strawberry
 from graphql import get_introspection_query
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import ExecutionResult
 
 from auditlog.schema import execution
 from auditlog.schema.root import build_schema
@@ -252,3 +254,44 @@ def test_stored_timestamps_read_as_the_strict_parser_reads_them() -> None:
     for text in texts:
         read = _stored_time(text)
         assert read == parse_timestamp(text) and read.utcoffset() == timedelta(0), text
+
+
+async def test_a_long_subscription_keeps_no_cache_entry_per_event() -> None:
+    """graphql-core collects a subscription's root fields anew for every event:
+    caches keyed by the identity of the field lists below them grew by about six
+    entries an event for the life of a live tail. Each event's executor now has
+    its own, and the answers stay right."""
+    executors: list[execution.PlainFieldExecutor] = []
+
+    class Spy(execution.PlainFieldExecutor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            executors.append(self)
+
+    rng = random.Random(9)
+    nodes = [AuditEvent.from_payload(random_payload(rng, i)) for i in range(300)]
+
+    @strawberry.type
+    class Tail:
+        @strawberry.subscription
+        async def audit_events(self) -> AsyncGenerator[AuditEventEdge, None]:
+            for i, node in enumerate(nodes):
+                yield AuditEventEdge(cursor=f"c{i}", node=node)
+
+    @strawberry.type
+    class Nothing:
+        nothing: str | None = None
+
+    schema = strawberry.Schema(query=Nothing, subscription=Tail, execution_context_class=Spy)
+    document = "subscription { auditEvents { cursor node { id actor { email } targets { id } } } }"
+    stream = await schema.subscribe(document)
+    assert not isinstance(stream, ExecutionResult)
+    seen = []
+    async for result in stream:
+        assert not result.errors and result.data is not None
+        seen.append(result.data["auditEvents"])
+    assert [s["node"]["id"] for s in seen] == [n.id for n in nodes]
+    assert seen[7]["node"]["actor"]["email"] == nodes[7].actor.email
+    assert len(executors) == 1  # the per-event executors are copies of it
+    cached = len(executors[0]._plain_selections) + len(executors[0]._relevant_sub_fields)
+    assert cached < 20, cached  # was about 6 per event: 1,800 here

@@ -136,6 +136,23 @@ class PlainFieldExecutor(_BASE):
         super().__init__(*args, **kwargs)
         self._plain_selections: dict[tuple[GraphQLObjectType, int], Any] = {}
 
+    def build_per_event_executor(self, payload: Any) -> Any:
+        """A subscription event's executor, with caches of its own.
+
+        graphql-core collects a subscription's root fields again for every event,
+        so the field lists below them are new objects each time; the caches keyed
+        by their identity (graphql-core's subfield cache and the selections here),
+        shared by every event's copy of the executor, kept each event's entries
+        for as long as the subscription lasted: about six per event, without end
+        on a live tail. Each event now starts with empty ones, dropped with it.
+        """
+        executor = super().build_per_event_executor(payload)
+        assert isinstance(executor, PlainFieldExecutor)  # a copy of this one
+        executor._plain_selections = {}
+        if isinstance(getattr(executor, "_relevant_sub_fields", None), dict):
+            executor._relevant_sub_fields = {}
+        return executor
+
     def execute_fields(
         self,
         parent_type: GraphQLObjectType,
