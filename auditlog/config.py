@@ -64,6 +64,13 @@ def _public_url(raw: str | None) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _log_name(raw: str) -> str:
+    # The log name is also the signing key's name in signed notes: no spaces, no '+'.
+    if any(c.isspace() for c in raw) or "+" in raw or len(raw) > 200:
+        raise ConfigError("AUDITLOG_LOG_NAME: at most 200 characters, no white space and no '+'")
+    return raw
+
+
 def _default_data_dir() -> Path:
     # As root the embedded PostgreSQL runs as its own system user, which must be
     # able to reach the data folder: /var/lib suits a root service, and avoids
@@ -96,6 +103,11 @@ class Settings:
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
+    # Integrity: checkpoints are signed by this Ed25519 seed (base64), or by
+    # one generated into the data folder; the log name is the key's name too.
+    signing_key: str | None = None
+    log_name: str = "auditlog.local"
+    seal_interval_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -121,6 +133,9 @@ class Settings:
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
             public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
             exports_per_minute=_count(env, "AUDITLOG_EXPORTS_PER_MINUTE", 10, most=100_000),
+            signing_key=env.get("AUDITLOG_SIGNING_KEY") or None,
+            log_name=_log_name(env.get("AUDITLOG_LOG_NAME") or "auditlog.local"),
+            seal_interval_seconds=_positive_float(env, "AUDITLOG_SEAL_INTERVAL_SECONDS", 1.0),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
