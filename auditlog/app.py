@@ -16,8 +16,10 @@ from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.exports import download_export_part
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
+from auditlog.endpoints.integrity import verifier_keys
 from auditlog.graphql_app import AuditLogGraphQL
 from auditlog.jobs.scheduler import MaintenanceScheduler
+from auditlog.jobs.sealer import Sealer
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
 from auditlog.streaming.tail import open_live_hub
@@ -77,6 +79,13 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                 app.state.maintenance = await stack.enter_async_context(
                     MaintenanceScheduler(services.database_url).running()
                 )
+                app.state.sealer = await stack.enter_async_context(
+                    Sealer(
+                        services.pool,
+                        services.signing_keys,
+                        interval=services.settings.seal_interval_seconds,
+                    ).running()
+                )
             _settle_heap()
             yield
 
@@ -86,6 +95,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/v1/integrity/verifier-keys", verifier_keys, methods=["GET"]),
             Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
             *console_routes(),

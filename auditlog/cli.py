@@ -16,7 +16,7 @@ from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
 from auditlog.runtime import Services, migrate, open_services
-from auditlog.storage.database import resolve_database_url
+from auditlog.storage.database import owner_connection, resolve_database_url
 
 log = logging.getLogger("auditlog")
 
@@ -39,15 +39,18 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.integrity.keys import load_signer
     from auditlog.jobs.maintenance import run_maintenance
 
     if not 1 <= args.batch_size <= 50_000:
         raise BadInputError("--batch-size", "must be between 1 and 50000")
     url = resolve_database_url(settings.database_url, settings.data_dir)
 
+    signer = load_signer(settings.with_secret_key())
+
     async def main() -> int:
         await migrate(url)
-        report = await run_maintenance(url, batch_size=args.batch_size)
+        report = await run_maintenance(url, batch_size=args.batch_size, signer=signer)
         print(report.summary())
         return 0
 
@@ -146,6 +149,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.jobs.sealer import Sealer
     from auditlog.streaming.delivery import DeliveryOptions
     from auditlog.streaming.worker import StreamWorker
 
@@ -157,7 +161,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         worker = StreamWorker(services.pool, services.bus, services.settings, options=options)
-        await worker.run(stop)
+        sealer = Sealer(
+            services.pool, services.signing_keys, interval=services.settings.seal_interval_seconds
+        )
+        async with sealer.running():
+            await worker.run(stop)
         return 0
 
     return _run_with_services(settings, action, pool_size=10)
@@ -168,6 +176,51 @@ def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
 
     print(schema.as_str())
     return 0
+
+
+def cmd_integrity(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.integrity.keys import load_signer, rotate_signing_key
+    from auditlog.storage import integrity as integrity_store
+
+    settings = settings.with_secret_key()
+    if args.integrity_command == "verifier-key":
+        print(load_signer(settings).verifier.encode())
+        return 0
+    url = resolve_database_url(settings.database_url, settings.data_dir)
+
+    async def rotate() -> int:
+        await migrate(url)
+        async with owner_connection(url) as conn:
+            # The old key is listed before it stops signing, the new one before it starts.
+            await integrity_store.register_verifier_key(
+                conn, load_signer(settings).verifier.encode()
+            )
+            old, new = rotate_signing_key(settings)
+            await integrity_store.register_verifier_key(conn, new.verifier.encode())
+        print(f"retired verifier key (still listed, still verifies): {old.verifier.encode()}")
+        print(f"new verifier key: {new.verifier.encode()}")
+        return 0
+
+    return asyncio.run(rotate())
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    if args.database:
+        from auditlog.services.integrity_check import check_database
+
+        url = resolve_database_url(settings.database_url, settings.data_dir)
+        report = asyncio.run(check_database(url, settings.log_name))
+        print(report.summary())
+        return 0 if report.ok else 1
+    from auditlog.integrity.bundle import verify_bundle
+
+    if not args.verifier_key or not args.bundle or not args.files:
+        raise BadInputError(
+            "verify", "give --verifier-key KEY BUNDLE EXPORT_FILE..., or --database"
+        )
+    result = verify_bundle(args.verifier_key, args.bundle, args.files)
+    print(result.summary())
+    return 0 if result.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
     keys.set_defaults(handler=cmd_keys)
+
+    integrity = sub.add_parser("integrity", help="the checkpoint signing key")
+    integrity_sub = integrity.add_subparsers(dest="integrity_command", required=True)
+    integrity_sub.add_parser("verifier-key", help="print the verifier key of the signing key")
+    integrity_sub.add_parser(
+        "rotate-key", help="sign with a new key from now on; old verifier keys stay listed"
+    )
+    integrity.set_defaults(handler=cmd_integrity)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check an export against its proof bundle offline, or the database's trees",
+    )
+    verify.add_argument("--verifier-key", help="the log's verifier key (signed-note form)")
+    verify.add_argument(
+        "--database", action="store_true", help="recompute every workspace's tree from its events"
+    )
+    verify.add_argument("bundle", nargs="?", help="the export's proof bundle (JSON)")
+    verify.add_argument("files", nargs="*", help="the export's JSON files")
+    verify.set_defaults(handler=cmd_verify)
     return parser
 
 

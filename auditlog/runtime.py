@@ -19,6 +19,7 @@ from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
 from auditlog.ingest.service import Ingestor
+from auditlog.integrity.keys import SigningKeys
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
 from auditlog.storage.migrations import apply_migrations
 from auditlog.streaming.bus import LiveBus
@@ -40,6 +41,7 @@ class Services:
     # Export downloads hold a pooled connection while they stream; at most
     # download_slots_for(pool size) do at once, so they never take the whole pool.
     download_slots: asyncio.Semaphore
+    signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
 
 
@@ -58,6 +60,7 @@ async def open_services(
     settings: Settings, *, run_migrations: bool = True, pool_size: int = 10
 ) -> AsyncIterator[Services]:
     settings = settings.with_secret_key()
+    signing_keys = SigningKeys(settings)
     url = resolve_database_url(settings.database_url, settings.data_dir)
     if run_migrations:
         applied = await migrate(url)
@@ -79,6 +82,7 @@ async def open_services(
             cursors=CursorCodec(settings.secret_key),
             sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
             download_slots=asyncio.Semaphore(download_slots_for(pool_size)),
+            signing_keys=signing_keys,
         )
     finally:
         await bus.disconnect()

@@ -37,8 +37,8 @@ def naive_path(m: int, leaves: list[bytes]) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m < k:
-        return naive_path(m, leaves[:k]) + [naive_root(leaves[k:])]
-    return naive_path(m - k, leaves[k:]) + [naive_root(leaves[:k])]
+        return [*naive_path(m, leaves[:k]), naive_root(leaves[k:])]
+    return [*naive_path(m - k, leaves[k:]), naive_root(leaves[:k])]
 
 
 def naive_subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
@@ -49,8 +49,8 @@ def naive_subproof(m: int, leaves: list[bytes], complete: bool) -> list[bytes]:
     while k * 2 < n:
         k *= 2
     if m <= k:
-        return naive_subproof(m, leaves[:k], complete) + [naive_root(leaves[k:])]
-    return naive_subproof(m - k, leaves[k:], False) + [naive_root(leaves[:k])]
+        return [*naive_subproof(m, leaves[:k], complete), naive_root(leaves[k:])]
+    return [*naive_subproof(m - k, leaves[k:], False), naive_root(leaves[:k])]
 
 
 def test_pure_proofs_match_the_naive_tree() -> None:

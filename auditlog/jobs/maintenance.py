@@ -8,8 +8,9 @@ across every process: the pass holds a session-level advisory lock on its own
 connection (pg_try_advisory_lock); a runner that finds it taken does nothing
 and says so. The lock goes with the connection if the process dies.
 
-Integrity sealing (signed hash trees over each workspace's log, DESIGN.md 7)
-is not part of this pass yet: it belongs here, after the purge, when built.
+With a signer, the pass seals every workspace's tree first (as the sealer in
+`serve` does), so that events about to be purged are leaves before they go:
+retention removes events, never the tree (docs/integrity.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from auditlog.integrity.notes import NoteSigner
 from auditlog.jobs import partitions, retention
+from auditlog.services import integrity as integrity_service
 from auditlog.storage import exports as export_store
 from auditlog.storage import retention as store
 from auditlog.storage.database import owner_connection
@@ -37,6 +40,7 @@ class MaintenanceReport:
     partitions_created: list[str] = field(default_factory=list)
     retention: retention.RetentionReport = field(default_factory=retention.RetentionReport)
     exports_removed: int = 0
+    leaves_sealed: int | None = None  # None: the pass had no signer
 
     def summary(self) -> str:
         if not self.ran:
@@ -63,12 +67,13 @@ class MaintenanceReport:
             f"maintenance: exports expired over {EXPORT_RECORD_DAYS} days ago removed: "
             f"{self.exports_removed}"
         )
-        lines.append("maintenance: integrity sealing is not implemented yet")
+        if self.leaves_sealed is not None:
+            lines.append(f"maintenance: integrity: {self.leaves_sealed} events sealed")
         return "\n".join(lines)
 
 
 async def run_maintenance(
-    database_url: str, *, batch_size: int = retention.BATCH_SIZE
+    database_url: str, *, batch_size: int = retention.BATCH_SIZE, signer: NoteSigner | None = None
 ) -> MaintenanceReport:
     """One pass, unless another process is running one right now."""
     async with owner_connection(database_url) as conn:
@@ -76,6 +81,10 @@ async def run_maintenance(
             log.info("maintenance: another runner holds the lock; skipping this pass")
             return MaintenanceReport(ran=False)
         try:
+            sealed = None
+            if signer is not None:
+                results = await integrity_service.seal_all(conn, signer)
+                sealed = sum(r.leaves_added for r in results)
             created = await partitions.run_once(conn)
             purged = await retention.run_once(conn, batch_size=batch_size)
             removed = await export_store.delete_exports_expired_before(
@@ -90,5 +99,9 @@ async def run_maintenance(
             "maintenance: removed %d exports expired over %d days ago", removed, EXPORT_RECORD_DAYS
         )
     return MaintenanceReport(
-        ran=True, partitions_created=created, retention=purged, exports_removed=removed
+        ran=True,
+        partitions_created=created,
+        retention=purged,
+        exports_removed=removed,
+        leaves_sealed=sealed,
     )

@@ -75,7 +75,7 @@ def connection_from_page(codec: CursorCodec, workspace_id: str, page: Page) -> A
     edges = [
         AuditEventEdge(
             cursor=codec.encode(workspace_id, r.occurred_at, r.seq, r.xid),
-            node=AuditEvent.from_payload_text(r.payload),
+            node=AuditEvent.from_payload_text(r.payload, (workspace_id, r.xid, r.seq)),
         )
         for r in page.rows
     ]
@@ -101,7 +101,9 @@ async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
         row = await event_store.read_event_by_id(
             conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))
         )
-    return AuditEvent.from_payload_text(row.payload) if row else None
+    if row is None:
+        return None
+    return AuditEvent.from_payload_text(row.payload, (workspace_id, row.xid, row.seq))
 
 
 def event_catalog() -> list[EventCatalogEntry]:

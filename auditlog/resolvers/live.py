@@ -79,7 +79,9 @@ async def _edges(
                     event = item.event
                     item.rendered = (
                         codec.encode(workspace_id, event.occurred_at, event.seq, event.xid),
-                        AuditEvent.from_payload_text(event.payload),
+                        AuditEvent.from_payload_text(
+                            event.payload, (workspace_id, event.xid, event.seq)
+                        ),
                     )
                 delivery.shared = LiveEdge(*item.rendered)
             yield delivery.shared

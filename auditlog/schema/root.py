@@ -18,6 +18,7 @@ from auditlog.schema.context import Info
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.integrity import IntegrityQuery
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.scalars import SCALAR_MAP
@@ -32,7 +33,7 @@ from auditlog.schema.types import (
 
 
 @strawberry.type
-class Query(ExportQuery, StreamingQuery):
+class Query(ExportQuery, StreamingQuery, IntegrityQuery):
     @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
     async def audit_events(
         self,

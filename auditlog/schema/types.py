@@ -13,6 +13,9 @@ from strawberry.scalars import JSON
 
 from auditlog.catalog import CatalogEntry
 from auditlog.ingest.validate import parse_timestamp
+from auditlog.resolvers import integrity as integrity_resolvers
+from auditlog.schema.context import Info
+from auditlog.schema.integrity import InclusionProof
 from auditlog.storage.workspaces import WorkspaceRow
 
 
@@ -92,10 +95,30 @@ class AuditEvent:
         description="Set at ingest on logins: NEW_COUNTRY, NEW_DEVICE, NEW_IP when this actor "
         "had never been seen with that value on a successful login in this workspace."
     )
+    # (workspace, xid, seq): where the event sits in ingest order, for its leaf.
+    position: strawberry.Private[integrity_resolvers.Position | None] = None
+
+    @strawberry.field(description="The event's leaf in the workspace's tree; null until sealed.")  # type: ignore[untyped-decorator]
+    async def leaf_index(self, info: Info) -> int | None:
+        return await integrity_resolvers.leaf_index(info.context, self.position)
+
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Against the latest checkpoint, or the one of that tree size; "
+        "null until sealed."
+    )
+    async def inclusion_proof(
+        self, info: Info, tree_size: int | None = None
+    ) -> InclusionProof | None:
+        proof = await integrity_resolvers.inclusion_proof(info.context, self.position, tree_size)
+        return InclusionProof.from_model(proof) if proof else None
 
     @classmethod
-    def from_payload_text(cls, text: str) -> AuditEvent:
-        return cls.from_payload(orjson.loads(text))
+    def from_payload_text(
+        cls, text: str, position: integrity_resolvers.Position | None = None
+    ) -> AuditEvent:
+        event = cls.from_payload(orjson.loads(text))
+        event.position = position
+        return event
 
     @classmethod
     def from_payload(cls, p: dict[str, Any]) -> AuditEvent:
