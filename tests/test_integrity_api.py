@@ -74,7 +74,8 @@ async def test_bad_sizes_are_refused_naming_the_argument(
         ("{ integrity { checkpoint(treeSize: -1) { treeSize } } }", "treeSize"),
         ("{ integrity { checkpoints(first: 100000) { treeSize } } }", "first"),
         (
-            "{ auditEvents(first: 1) { edges { node { inclusionProof(treeSize: 3) { treeSize } } } } }",
+            "{ auditEvents(first: 1) { edges { node {"
+            " inclusionProof(treeSize: 3) { treeSize } } } } }",
             "treeSize",
         ),
     ]
