@@ -24,10 +24,11 @@ def _warn_once_without_database() -> None:
 class GeoIP:
     """City lookups, cached: the same addresses repeat within a workspace."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, *, quiet: bool = False) -> None:
         self._reader: Any = None
         if path is None:
-            _warn_once_without_database()
+            if not quiet:
+                _warn_once_without_database()
             return
         import geoip2.database
 

@@ -90,7 +90,9 @@ class _Prepared:
 class Ingestor:
     """Appends events. One per process; safe to share between requests."""
 
-    def __init__(self, pool: asyncpg.Pool, geoip: GeoIP, notify: Notifier | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool | None, geoip: GeoIP, notify: Notifier | None = None
+    ) -> None:
         self._pool = pool
         self._geoip = geoip
         self._notify = notify
@@ -177,6 +179,8 @@ class Ingestor:
         now = now or datetime.now(UTC)
         if conn is not None:
             return await self._append_on(conn, events, scope_workspace, now)
+        if self._pool is None:
+            raise RuntimeError("this Ingestor appends only on a caller's connection")
         async with self._pool.acquire() as own:
             result = await self._append_on(own, events, scope_workspace, now)
         await self.notify_committed(result)

@@ -18,8 +18,11 @@ Policy, per pass:
 Expired means older than the workspace's retention as the database sees it
 now; the bound is computed by the database, never passed in. A downgrade
 therefore applies from the next pass (reads hide expired events at once).
-Every drop and every workspace purged is logged with counts, in the log and in
-the append-only table retention_purge_log.
+Every drop and every workspace purged is logged with counts, in the log, in
+the append-only table retention_purge_log and, in the same transaction, as an
+`audit_log.retention.purged` event of each workspace that lost events, with
+metadata {"events": N, "occurredBefore": bound}. The integrity tree is never
+touched: proofs of the remaining events still verify.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from auditlog.ingest.canonical import format_timestamp
+from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.service import Ingestor
+from auditlog.ingest.service_events import record_service_event
 from auditlog.storage import retention as store
 from auditlog.storage.retention import PurgeRecord
 
@@ -40,6 +47,29 @@ BATCH_SIZE = 5_000
 PACE = 1.0  # rest after each batch, as a multiple of the time the batch took
 LOCK_ATTEMPTS = 20
 LOCK_TIMEOUT_MS = 200  # the partition itself; the parent is taken NOWAIT
+
+
+async def _record(
+    conn: asyncpg.Connection, record: PurgeRecord, events_by_workspace: dict[str, int]
+) -> None:
+    """The purge record and each workspace's audit event commit together."""
+    # On the owner's connection: no address to look up, nobody to notify (live
+    # tails and streams find the events by polling).
+    service_events = Ingestor(None, GeoIP(None, quiet=True))
+    async with conn.transaction():
+        await store.insert_purge_record(conn, record)
+        for workspace_id, count in sorted(events_by_workspace.items()):
+            if count:
+                await record_service_event(
+                    service_events,
+                    workspace_id,
+                    "audit_log.retention.purged",
+                    metadata={
+                        "events": count,
+                        "occurredBefore": format_timestamp(record.purged_before),
+                    },
+                    conn=conn,
+                )
 
 
 @dataclass
@@ -70,7 +100,8 @@ async def _drop_partition(
     report: RetentionReport,
 ) -> None:
     workspaces = await store.read_partition_workspaces(conn, partition.name)
-    events = await store.count_partition_events(conn, partition.name)
+    per_workspace = await store.count_partition_events_by_workspace(conn, partition.name)
+    events = sum(per_workspace.values())
     # Drop first, then the ledger ids: a drop put off (the table busy) must not
     # leave events whose ids are gone, or a retried event would be stored twice
     # if retention grew again. Ids left by a crash in between only name events
@@ -101,7 +132,7 @@ async def _drop_partition(
         ids,
     )
     if dropped or ids:
-        await store.insert_purge_record(conn, record)
+        await _record(conn, record, per_workspace if dropped else {})
         report.purged.append(record)
         log.info(
             "retention: dropped partition %s (%d events, %d ids; workspaces %s)",
@@ -147,7 +178,7 @@ async def _purge_rows(
         await _rest_after(started)
     if events or ids:
         record = PurgeRecord("rows", [workspace_id], None, bound, events, ids)
-        await store.insert_purge_record(conn, record)
+        await _record(conn, record, {workspace_id: events})
         report.purged.append(record)
         log.info(
             "retention: purged %d events and %d ids of workspace %s older than %s",

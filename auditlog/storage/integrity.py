@@ -341,14 +341,15 @@ async def iter_node_runs(
 
 async def iter_events_in_ingest_order(
     conn: asyncpg.Connection, workspace_id: str
-) -> AsyncIterator[tuple[int, uuid.UUID, str]]:
-    """(seq, id, payload) of every stored event of a workspace in ingest order."""
+) -> AsyncIterator[tuple[int, int, uuid.UUID, str]]:
+    """(xid, seq, id, payload) of every stored event of a workspace in ingest order
+    (call inside a transaction)."""
     async for r in conn.cursor(
-        """SELECT seq, id, payload FROM audit_events
+        """SELECT xid::text::bigint AS xid, seq, id, payload FROM audit_events
            WHERE workspace_id = $1 ORDER BY xid, seq""",
         workspace_id,
     ):
-        yield r["seq"], r["id"], r["payload"]
+        yield r["xid"], r["seq"], r["id"], r["payload"]
 
 
 async def read_purged_before(conn: asyncpg.Connection, workspace_id: str) -> datetime | None:

@@ -7,6 +7,7 @@ Each call is its own short transaction unless the caller opens one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -61,6 +62,18 @@ async def partition_expired(conn: asyncpg.Connection, partition: str) -> bool:
 async def read_partition_workspaces(conn: asyncpg.Connection, partition: str) -> list[str]:
     records = await conn.fetch("SELECT w FROM auditlog_partition_workspaces($1) AS w", partition)
     return [r["w"] for r in records]
+
+
+async def count_partition_events_by_workspace(
+    conn: asyncpg.Connection, partition: str
+) -> dict[str, int]:
+    """Events per workspace in one partition (for the purge's audit events)."""
+    if not re.fullmatch(r"audit_events_\d{4}_\d{2}", partition):
+        raise ValueError(f"not an event partition: {partition!r}")
+    records = await conn.fetch(
+        f'SELECT workspace_id, count(*) AS n FROM "{partition}" GROUP BY workspace_id'
+    )
+    return {r["workspace_id"]: r["n"] for r in records}
 
 
 async def count_partition_events(conn: asyncpg.Connection, partition: str) -> int:
