@@ -5,6 +5,7 @@ the URL, row detail, actor investigation, export and the live tail."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 from playwright.async_api import Browser, Download, async_playwright, expect
 
 from auditlog import accounts
+from auditlog.integrity import merkle
 from auditlog.runtime import Services
 from tests.browser import (
     BROWSER_ZONE,
@@ -517,3 +519,92 @@ async def test_console_is_served_with_a_strict_csp(service: RunningService) -> N
             assert (await http.get(missing)).status_code == 404, missing
         forged = await http.get("/", headers={"Host": "evil.example; script-src *"})
         assert "evil" not in forged.headers["content-security-policy"]
+
+
+# RFC 8785's own example (3.2.2, 3.2.3), numbers from its appendix B, and what JSON.parse makes of
+# -0: the browser's JCS must give exactly these bytes.
+JCS_CASES = [
+    (
+        '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+        ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}',
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}',
+    ),
+    (
+        '{"\\u20ac": 1, "\\r": 2, "\\ufb33": 3, "1": 4, "\\ud83d\\ude00": 5, "\\u0080": 6,'
+        ' "\\u00f6": 7}',
+        '{"\\r":2,"1":4,"\u0080":6,"ö":7,"€":1,"😀":5,"\ufb33":3}',
+    ),
+    (
+        "[-0, 5e-324, 1.7976931348623157e308, 9007199254740992, 1e21, 1e-7, 0.000001, 100]",
+        "[0,5e-324,1.7976931348623157e+308,9007199254740992,1e+21,1e-7,0.000001,100]",
+    ),
+    ('"\\u0001\\t\\u001f\\u007f\\u2028/"', '"\\u0001\\t\\u001f\u007f\u2028/"'),
+    ("{}", "{}"),
+    ("[[], {}, [{}]]", "[[],{},[{}]]"),
+]
+
+
+def _tree_root(leaves: list[bytes]) -> bytes:
+    if len(leaves) == 1:
+        return leaves[0]
+    k = merkle.largest_power_of_two_below(len(leaves))
+    return merkle.node_hash(_tree_root(leaves[:k]), _tree_root(leaves[k:]))
+
+
+def _inclusion_path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 9162 2.1.3.1, written out again so the browser is checked against the RFC."""
+    if len(leaves) == 1:
+        return []
+    k = merkle.largest_power_of_two_below(len(leaves))
+    if index < k:
+        return [*_inclusion_path(index, leaves[:k]), _tree_root(leaves[k:])]
+    return [*_inclusion_path(index - k, leaves[k:]), _tree_root(leaves[:k])]
+
+
+async def test_the_browser_jcs_and_inclusion_walk_match_the_rfcs(
+    console: ConsolePage, service: RunningService
+) -> None:
+    page = console.page
+    await page.goto(service.base_url + "/")
+    jcs = await page.evaluate(
+        """async (texts) => {
+             const { jcs } = await import("/console/js/verify.js");
+             return texts.map((t) => jcs(JSON.parse(t)));
+           }""",
+        [text for text, _ in JCS_CASES],
+    )
+    assert jcs == [expected for _, expected in JCS_CASES]
+
+    cases = []
+    for size in range(1, 18):
+        leaves = [merkle.leaf_hash(bytes([i])) for i in range(size)]
+        root = base64.b64encode(_tree_root(leaves)).decode()
+        for index in range(size):
+            path = [base64.b64encode(h).decode() for h in _inclusion_path(index, leaves)]
+            assert merkle.verify_inclusion(
+                leaves[index], index, size, _inclusion_path(index, leaves), _tree_root(leaves)
+            )
+            leaf = base64.b64encode(leaves[index]).decode()
+            cases.append({"leaf": leaf, "index": index, "size": size, "path": path, "root": root})
+    walked = await page.evaluate(
+        """async (cases) => {
+             const v = await import("/console/js/verify.js");
+             const b64 = (t) => v.fromBase64(t, "test");
+             const out = [];
+             for (const c of cases) {
+               const path = c.path.map(b64);
+               const root = await v.rootFromPath(b64(c.leaf), c.index, c.size, path);
+               // The same path claimed for the next leaf must not lead to the root.
+               const moved = await v.rootFromPath(b64(c.leaf), c.index + 1, c.size, path);
+               out.push([root && v.hex(root), moved && v.hex(moved)]);
+             }
+             return out;
+           }""",
+        cases,
+    )
+    for case, (root, moved) in zip(cases, walked, strict=True):
+        expected = base64.b64decode(case["root"]).hex()
+        assert root == expected, case
+        assert moved != expected, case
