@@ -1,10 +1,12 @@
 """The Audit Logs console in a real browser (Debian's Chromium via Playwright),
 against the real service: sign-in, the table, hostile event fields, filters in
-the URL, row detail, actor investigation, export and the live tail."""
+the URL, row detail and its integrity check, actor investigation, export and
+the live tail."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import io
 import json
@@ -18,10 +20,13 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from playwright.async_api import Browser, Download, async_playwright, expect
+from playwright.async_api import Browser, Download, Locator, Route, async_playwright, expect
 
 from auditlog import accounts
+from auditlog.integrity import merkle
+from auditlog.integrity.notes import VerifierKey, open_checkpoint
 from auditlog.runtime import Services
+from auditlog.services import integrity as integrity_service
 from tests.browser import (
     BROWSER_ZONE,
     CHROMIUM,
@@ -517,3 +522,266 @@ async def test_console_is_served_with_a_strict_csp(service: RunningService) -> N
             assert (await http.get(missing)).status_code == 404, missing
         forged = await http.get("/", headers={"Host": "evil.example; script-src *"})
         assert "evil" not in forged.headers["content-security-policy"]
+
+
+# The integrity section of the row detail: the proof is checked in the browser.
+
+PROOF_QUERY = """query($id: ID!) {
+  integrity { verifierKey }
+  auditEvent(id: $id) { leafIndex inclusionProof { treeSize checkpoint { signedNote } } }
+}"""
+
+
+async def seal(services: Services, workspace_id: str) -> None:
+    async with services.pool.acquire() as conn:
+        await integrity_service.seal_until_caught_up(
+            conn, workspace_id, services.signing_keys.current()
+        )
+
+
+async def open_integrity(console: ConsolePage, event_id: str, action: str) -> Locator:
+    """Open the event's detail; its Integrity section (a region, by its heading)."""
+    row = console.page.locator(f"tr[data-event-id='{event_id}']")
+    await row.get_by_role("button", name=action).click()
+    return console.page.get_by_role("dialog").get_by_role("region", name="Integrity")
+
+
+async def has_ed25519(console: ConsolePage) -> bool:
+    supported: bool = await console.page.evaluate(
+        """crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"])
+             .then(() => true, () => false)"""
+    )
+    return supported
+
+
+async def test_row_detail_verifies_the_event_is_in_a_signed_checkpoint(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    sent = event(
+        "file.share.created",
+        actor={"type": "USER", "id": "u_x", "name": HOSTILE_NAME, "email": "mallory@evil.io"},
+        metadata={
+            "note": HOSTILE_SCRIPT,
+            "quoted": 'a "b" \\ c / d',
+            "controls": "\u0001\t\n\u001f\u007f\u2028",
+            "unicode": "é€😀",
+            "é": -7,
+            "nested": {"z": [1, 2, {"b": True, "a": None}], "a": "x"},
+        },
+    )
+    await ingest(workspace, [sent, event()])
+    await seal(services, workspace.id)
+    stored = (await workspace.gql(PROOF_QUERY, {"id": sent["id"]}))["data"]
+    proof = stored["auditEvent"]["inclusionProof"]
+    size, index = proof["treeSize"], stored["auditEvent"]["leafIndex"]
+    assert size == 6  # the four key-created events and these two
+    page = console.page
+    await console.signed_in(workspace.admin)
+    # Debian's Chromium has Ed25519 in WebCrypto: the signature must be checked, not skipped.
+    assert await has_ed25519(console)
+
+    section = await open_integrity(console, sent["id"], "file.share.created")
+    status = section.get_by_role("status")
+    await expect(status).to_contain_text("Verified", timeout=15_000)
+    await expect(status).to_contain_text(f"Included in checkpoint {size} as leaf {index}")
+    key = VerifierKey.parse(stored["integrity"]["verifierKey"])
+    await expect(status).to_contain_text(f"signed by {key.name} (key {key.hash.hex()})")
+    await expect(section).to_contain_text("Ed25519 signature")
+
+    # The signed note, folded away, for copying; it is the service's and it verifies.
+    shown_note = section.get_by_label("The checkpoint's signed note")
+    await expect(shown_note).to_be_hidden()
+    await section.get_by_text("Signed checkpoint").click()
+    await expect(shown_note).to_be_visible()
+    note = await shown_note.text_content()
+    assert note == proof["checkpoint"]["signedNote"]
+    assert open_checkpoint(note, [key]).size == size
+    await console.screenshot("10-integrity-verified")
+
+    assert await page.locator("main img, main script, dialog img, dialog script").count() == 0
+    assert await page.evaluate("window.__pwned") is None
+
+
+def _flip_base64(text: str, at: int) -> str:
+    raw = bytearray(base64.b64decode(text))
+    raw[at] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+async def test_a_wrong_proof_or_signature_says_verification_failed(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    sent = event("file.uploaded", metadata={"size": 1024})
+    await ingest(workspace, [sent])
+    await seal(services, workspace.id)
+    tamper: dict[str, str] = {"what": "hash"}
+
+    async def altered(route: Route) -> None:
+        response = await route.fetch()
+        body = await response.json()
+        if "ConsoleEventProof" not in (route.request.post_data or ""):
+            await route.fulfill(response=response, json=body)
+            return
+        node = body["data"]["auditEvent"]
+        proof = node["inclusionProof"]
+        if tamper["what"] == "hash":
+            proof["hashes"][0] = _flip_base64(proof["hashes"][0], 0)
+        elif tamper["what"] == "payload":
+            node["payload"]["metadata"]["size"] = 1025
+        else:  # the signature: its last byte
+            head, _, line = proof["checkpoint"]["signedNote"].rstrip("\n").rpartition("\n")
+            name, _, blob = line.rpartition(" ")
+            proof["checkpoint"]["signedNote"] = f"{head}\n{name} {_flip_base64(blob, -1)}\n"
+        await route.fulfill(response=response, json=body)
+
+    page = console.page
+    await page.route("**/graphql", altered)
+    await console.signed_in(workspace.admin)
+    section = await open_integrity(console, sent["id"], "file.uploaded")
+    status = section.get_by_role("status")
+    await expect(status).to_contain_text("Verification failed")
+    await expect(status).to_contain_text("does not lead to the root hash of checkpoint 5")
+    await expect(status).not_to_contain_text("Verified")
+    await console.screenshot("11-integrity-failed")
+
+    recheck = section.get_by_role("button", name="Check again")
+    tamper["what"] = "payload"
+    await recheck.click()
+    await expect(status).to_contain_text("Verification failed")
+    await expect(status).to_contain_text("does not lead to the root hash")
+
+    tamper["what"] = "signature"
+    await recheck.click()
+    await expect(status).to_contain_text("Verification failed")
+    await expect(status).to_contain_text("signature does not verify")
+
+
+async def test_an_unsealed_event_says_so_and_checks_again(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    sent = event("file.deleted")
+    await ingest(workspace, [sent])
+    await console.signed_in(workspace.admin)
+    section = await open_integrity(console, sent["id"], "file.deleted")
+    status = section.get_by_role("status")
+    await expect(status).to_have_text("Not yet sealed: events are sealed within seconds.")
+    await expect(section.get_by_text("Signed checkpoint")).to_be_hidden()
+    await console.screenshot("12-integrity-unsealed")
+
+    await seal(services, workspace.id)
+    await section.get_by_role("button", name="Check again").click()
+    await expect(status).to_contain_text("Verified")
+    await expect(status).to_contain_text("Included in checkpoint 5 as leaf 4")
+
+
+async def test_without_ed25519_the_signature_is_said_to_be_unchecked(
+    console: ConsolePage, workspace: WorkspaceKeys, services: Services
+) -> None:
+    sent = event("file.uploaded")
+    await ingest(workspace, [sent])
+    await seal(services, workspace.id)
+    # An older browser: WebCrypto without Ed25519 refuses the key as it would.
+    await console.page.add_init_script(
+        """{
+          const importKey = crypto.subtle.importKey.bind(crypto.subtle);
+          crypto.subtle.importKey = (format, key, algorithm, ...rest) =>
+            algorithm?.name === "Ed25519"
+              ? Promise.reject(new DOMException("Unrecognized name.", "NotSupportedError"))
+              : importKey(format, key, algorithm, ...rest);
+        }"""
+    )
+    await console.signed_in(workspace.admin)
+    section = await open_integrity(console, sent["id"], "file.uploaded")
+    status = section.get_by_role("status")
+    await expect(status).to_contain_text("Inclusion verified; signature not checked here")
+    await expect(status).to_contain_text("Included in checkpoint 5 as leaf 4")
+    await expect(section).to_contain_text("auditlog verify")
+
+
+# RFC 8785's own example (3.2.2, 3.2.3), numbers from its appendix B, and what JSON.parse makes of
+# -0: the browser's JCS must give exactly these bytes.
+JCS_CASES = [
+    (
+        '{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],'
+        ' "string": "\\u20ac$\\u000F\\u000aA\'\\u0042\\u0022\\u005c\\\\\\"\\/",'
+        ' "literals": [null, true, false]}',
+        '{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],'
+        '"string":"€$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}',
+    ),
+    (
+        '{"\\u20ac": 1, "\\r": 2, "\\ufb33": 3, "1": 4, "\\ud83d\\ude00": 5, "\\u0080": 6,'
+        ' "\\u00f6": 7}',
+        '{"\\r":2,"1":4,"\u0080":6,"ö":7,"€":1,"😀":5,"\ufb33":3}',
+    ),
+    (
+        "[-0, 5e-324, 1.7976931348623157e308, 9007199254740992, 1e21, 1e-7, 0.000001, 100]",
+        "[0,5e-324,1.7976931348623157e+308,9007199254740992,1e+21,1e-7,0.000001,100]",
+    ),
+    ('"\\u0001\\t\\u001f\\u007f\\u2028/"', '"\\u0001\\t\\u001f\u007f\u2028/"'),
+    ("{}", "{}"),
+    ("[[], {}, [{}]]", "[[],{},[{}]]"),
+]
+
+
+def _tree_root(leaves: list[bytes]) -> bytes:
+    if len(leaves) == 1:
+        return leaves[0]
+    k = merkle.largest_power_of_two_below(len(leaves))
+    return merkle.node_hash(_tree_root(leaves[:k]), _tree_root(leaves[k:]))
+
+
+def _inclusion_path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """RFC 9162 2.1.3.1, written out again so the browser is checked against the RFC."""
+    if len(leaves) == 1:
+        return []
+    k = merkle.largest_power_of_two_below(len(leaves))
+    if index < k:
+        return [*_inclusion_path(index, leaves[:k]), _tree_root(leaves[k:])]
+    return [*_inclusion_path(index - k, leaves[k:]), _tree_root(leaves[:k])]
+
+
+async def test_the_browser_jcs_and_inclusion_walk_match_the_rfcs(
+    console: ConsolePage, service: RunningService
+) -> None:
+    page = console.page
+    await page.goto(service.base_url + "/")
+    jcs = await page.evaluate(
+        """async (texts) => {
+             const { jcs } = await import("/console/js/verify.js");
+             return texts.map((t) => jcs(JSON.parse(t)));
+           }""",
+        [text for text, _ in JCS_CASES],
+    )
+    assert jcs == [expected for _, expected in JCS_CASES]
+
+    cases = []
+    for size in range(1, 18):
+        leaves = [merkle.leaf_hash(bytes([i])) for i in range(size)]
+        root = base64.b64encode(_tree_root(leaves)).decode()
+        for index in range(size):
+            path = [base64.b64encode(h).decode() for h in _inclusion_path(index, leaves)]
+            assert merkle.verify_inclusion(
+                leaves[index], index, size, _inclusion_path(index, leaves), _tree_root(leaves)
+            )
+            leaf = base64.b64encode(leaves[index]).decode()
+            cases.append({"leaf": leaf, "index": index, "size": size, "path": path, "root": root})
+    walked = await page.evaluate(
+        """async (cases) => {
+             const v = await import("/console/js/verify.js");
+             const b64 = (t) => v.fromBase64(t, "test");
+             const out = [];
+             for (const c of cases) {
+               const path = c.path.map(b64);
+               const root = await v.rootFromPath(b64(c.leaf), c.index, c.size, path);
+               // The same path claimed for the next leaf must not lead to the root.
+               const moved = await v.rootFromPath(b64(c.leaf), c.index + 1, c.size, path);
+               out.push([root && v.hex(root), moved && v.hex(moved)]);
+             }
+             return out;
+           }""",
+        cases,
+    )
+    for case, (root, moved) in zip(cases, walked, strict=True):
+        expected = base64.b64decode(case["root"]).hex()
+        assert root == expected, case
+        assert moved != expected, case

@@ -1,10 +1,11 @@
-// Row detail (the full JSON payload, pretty-printed, with a copy button) and
-// the actor investigation (actorActivity). Modal <dialog>s: Escape closes,
-// focus returns to what opened them.
+// Row detail (the full JSON payload, pretty-printed, with a copy button, and
+// its integrity check) and the actor investigation (actorActivity). Modal
+// <dialog>s: Escape closes, focus returns to what opened them.
 
 import { gql } from "./api.js";
 import { byId, el, setText } from "./dom.js";
 import { actorLines, localTime, locationText, deviceText, utcTime } from "./format.js";
+import { IntegrityCheck } from "./integrity.js";
 import { ACTOR_ACTIVITY, EVENT_PAYLOAD } from "./queries.js";
 
 function openModal(dialog) {
@@ -45,7 +46,9 @@ export class EventDetail {
     this.copyStatus = byId("copy-status");
     this.investigate = byId("detail-investigate");
     this.onError = onError;
+    this.integrity = new IntegrityCheck({ onError });
     this.event = null;
+    this.dialog.addEventListener("close", () => this.integrity.stop());
     byId("copy-json").addEventListener("click", () => this.copy());
     this.investigate.addEventListener("click", () => {
       const email = this.event?.actor?.email;
@@ -64,6 +67,7 @@ export class EventDetail {
     setText(this.json, "Loading…");
     this.json.removeAttribute("data-loaded");
     openModal(this.dialog);
+    this.integrity.check(event.id);
     try {
       const data = await gql(EVENT_PAYLOAD, { id: event.id });
       if (this.event !== event) return;

@@ -27,6 +27,15 @@ export const EVENT_PAYLOAD = `query ConsoleEvent($id: ID!) {
   auditEvent(id: $id) { id payload }
 }`;
 
+// The payload again, with its proof: what is verified is what this query returned.
+export const EVENT_PROOF = `query ConsoleEventProof($id: ID!) {
+  auditEvent(id: $id) {
+    id payload leafIndex
+    inclusionProof { leafIndex treeSize hashes checkpoint { treeSize rootHash signedNote sealedAt } }
+  }
+  integrity { origin verifierKey verifierKeys }
+}`;
+
 export const ACTOR_ACTIVITY = `query ConsoleActor($email: String!) {
   actorActivity(actorEmail: $email) {
     actorEmail
