@@ -29,6 +29,7 @@ MAX_TARGETS = 64
 MAX_STRING = 1024
 MAX_USER_AGENT = 2048
 FUTURE_SKEW = timedelta(minutes=5)
+SERVICE_PREFIX = "audit_log."
 ACTOR_TYPES = frozenset({"USER", "SYSTEM", "API_KEY"})
 _ACTOR_FIELDS = frozenset({"type", "id", "name", "email"})
 _TARGET_FIELDS = frozenset({"type", "id", "name"})
@@ -297,6 +298,9 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
     category: Category | None = None
     if not isinstance(action, str) or not action:
         errors.add("action", "is required")
+    elif action.startswith(SERVICE_PREFIX):
+        # The service's own record (keys, exports, streams) must not be forgeable, by any key.
+        errors.add("action", "audit_log.* actions are written by the service itself")
     else:
         category = CATEGORY_OF.get(action)
         if category is None:
