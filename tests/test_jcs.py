@@ -1,18 +1,29 @@
-"""`auditlog.jcs.jcs_dumps` is RFC 8785 (JCS) byte for byte: against the
-`rfc8785` package on seeded random values, and the RFC's own examples."""
+"""Stored payloads are RFC 8785 (JCS) byte for byte.
+
+`auditlog.jcs.jcs_dumps` against the `rfc8785` package on seeded random values
+and the RFC's own examples; then events posted through the real service, whose
+stored payload text must be what rfc8785 writes for its parsed value, whether
+ingest took orjson's fast path or the fallback.
+"""
 
 from __future__ import annotations
 
 import math
 import random
 import struct
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import rfc8785
 
+from auditlog.ingest.canonical import canonical_json, float_for_orjson
+from auditlog.ingest.validate import EventIn, validate_event
 from auditlog.jcs import MAX_SAFE_INTEGER, jcs_dumps, number_text
+from tests.conftest import WorkspaceKeys, event
 
 # Characters where JSON, UTF-8 and UTF-16 disagree most: controls and the
 # characters JSON escapes, Latin-1, the last BMP characters before and after the
@@ -87,6 +98,18 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
             random_string(rng, 4): random_value(rng, depth + 1) for _ in range(rng.randint(0, 4))
         }
     return [random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+
+
+def accepted(value: Any) -> Any:
+    """value without the doubles ingest refuses (2**53 <= |x| < 1e21, which JCS
+    writes as integers beyond the safe range): they are moved up to 1e21 and more."""
+    if isinstance(value, dict):
+        return {k: accepted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [accepted(v) for v in value]
+    if isinstance(value, float) and 2.0**53 <= abs(value) < 1e21:
+        return value * 1e6
+    return value
 
 
 # RFC 8785 appendix B: IEEE 754 bit patterns and their JCS text.
@@ -176,3 +199,133 @@ def test_what_jcs_cannot_carry_is_a_value_error() -> None:
         with pytest.raises(TypeError):
             jcs_dumps(value)
     assert jcs_dumps((1, [True, None], {})) == b"[1,[true,null],{}]"
+
+
+def test_float_for_orjson_gives_what_orjson_writes_as_jcs() -> None:
+    rng = random.Random(2)
+    for _ in range(50_000):
+        number = random_float(rng)
+        if number.is_integer() and abs(number) > MAX_SAFE_INTEGER:
+            continue  # refused by ingest validation before it gets here
+        form = float_for_orjson(number)
+        if form is None:
+            assert orjson.dumps(number) != rfc8785.dumps(number), number
+        else:
+            assert orjson.dumps(form) == rfc8785.dumps(number), number
+
+
+NOW = datetime.now(UTC)
+
+
+def sendable(rng: random.Random) -> dict[str, Any]:
+    """A random event ingest accepts, with unusual strings, keys and numbers."""
+    metadata = {random_string(rng, 5): random_value(rng) for _ in range(rng.randint(0, 6))}
+    metadata = accepted(metadata)
+    return event(
+        rng.choice(["file.uploaded", "user.login.success", "ai.workflow.created"]),
+        # NUL is left out of the actor id, which is also a text column PostgreSQL refuses it in.
+        actor={
+            "type": "USER",
+            "id": random_string(rng).replace("\x00", "0"),
+            "name": random_string(rng, 20),
+        },
+        targets=[{"type": "file", "name": random_string(rng)} for _ in range(rng.randint(0, 2))],
+        ipAddress=rng.choice(["81.2.69.142", "203.0.113.9", "198.51.100.7", "10.0.0.1"]),
+        userAgent=rng.choice(["curl/8.5.0", random_string(rng, 30) or "x"]),
+        metadata=metadata,
+        occurredAt=NOW.isoformat(),
+    )
+
+
+def validated(raw: dict[str, Any]) -> EventIn:
+    result = validate_event(orjson.loads(orjson.dumps(raw)), 0, NOW)
+    assert isinstance(result, EventIn), result
+    return result
+
+
+def test_canonical_json_is_jcs_on_both_paths() -> None:
+    rng = random.Random(20261128)
+    plain = 0
+    for _ in range(3000):
+        e = validated(sendable(rng))
+        text = canonical_json(e.metadata, plain=e.metadata_plain)
+        assert text.encode() == rfc8785.dumps(e.metadata)
+        assert canonical_json(e.metadata) == text
+        plain += e.metadata_plain
+    assert 300 < plain < 2700  # both paths were taken
+
+
+async def stored_payloads(conn: asyncpg.Connection, workspace_id: str, ids: list[str]) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT payload FROM audit_events WHERE workspace_id = $1 AND id = ANY($2::uuid[])",
+        workspace_id,
+        [uuid.UUID(i) for i in ids],
+    )
+    return [r["payload"] for r in rows]
+
+
+async def test_ingested_payloads_are_stored_as_jcs(
+    workspace: WorkspaceKeys, owner: asyncpg.Connection
+) -> None:
+    rng = random.Random(8785)
+    events = [sendable(rng) for _ in range(600)]
+    for start in range(0, len(events), 200):
+        response = await workspace.ingest(events[start : start + 200])
+        assert response.status_code == 202, response.text
+    texts = await stored_payloads(owner, workspace.id, [e["id"] for e in events])
+    assert len(texts) == len(events)
+    differs_from_orjson = 0
+    for stored in texts:
+        assert stored.encode() == rfc8785.dumps(orjson.loads(stored)), stored
+        differs_from_orjson += (
+            stored != orjson.dumps(orjson.loads(stored), option=orjson.OPT_SORT_KEYS).decode()
+        )
+    assert differs_from_orjson > 50  # the fallback was exercised, not only orjson's path
+
+
+async def test_location_coordinates_are_jcs(
+    workspace: WorkspaceKeys, owner: asyncpg.Connection
+) -> None:
+    events = [event(ipAddress=ip) for ip in ("203.0.113.9", "198.51.100.7", "81.2.69.142")]
+    assert (await workspace.ingest(events)).status_code == 202
+    texts = await stored_payloads(owner, workspace.id, [e["id"] for e in events])
+    locations = "".join(texts)
+    assert '"latitude":51,"longitude":0,' in locations
+    assert '"latitude":-0.000002,"longitude":-78,' in locations
+    assert '"latitude":51.5142,' in locations
+    for stored in texts:
+        assert stored.encode() == rfc8785.dumps(orjson.loads(stored))
+
+
+async def test_numbers_beyond_the_safe_integers_are_refused(
+    workspace: WorkspaceKeys, owner: asyncpg.Connection
+) -> None:
+    cases = [
+        ({"count": 2**53}, "metadata.count"),
+        ({"count": -(2**53)}, "metadata.count"),
+        ({"count": 2**64 - 1}, "metadata.count"),
+        ({"ok": 1, "deep": {"list": [1, 2**63 - 1]}}, "metadata.deep.list[1]"),
+        ({"big": 1e20}, "metadata.big"),  # JCS writes it as an integer beyond the range
+        ({"big": 9007199254740992.0}, "metadata.big"),
+    ]
+    for metadata, field in cases:
+        body = event("file.uploaded", metadata=metadata)
+        response = await workspace.ingest([event("file.uploaded"), body])
+        assert response.status_code == 422, (metadata, response.text)
+        (error,) = response.json()["errors"]
+        assert (error["index"], error["field"]) == (1, field), error
+        assert "string" in error["message"] and "2**53" in error["message"]
+    count = await owner.fetchval(
+        "SELECT count(*) FROM audit_events WHERE workspace_id = $1 AND action = 'file.uploaded'",
+        workspace.id,
+    )
+    assert count == 0
+    # The edges of the range, and doubles written with an exponent, are stored.
+    edges = {"max": MAX_SAFE_INTEGER, "min": -MAX_SAFE_INTEGER, "huge": 1e21, "tiny": 1e-7}
+    body = event("file.uploaded", metadata=edges)
+    assert (await workspace.ingest([body])).status_code == 202
+    (stored,) = await stored_payloads(owner, workspace.id, [body["id"]])
+    assert (
+        '"metadata":{"huge":1e+21,"max":9007199254740991,"min":-9007199254740991,"tiny":1e-7}'
+        in stored
+    )
