@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 
+from auditlog import accounts
+from auditlog.jcs import jcs_dumps
 from auditlog.runtime import Services
 from tests.conftest import WorkspaceKeys, event
 
@@ -293,5 +295,33 @@ async def test_payload_is_canonical_json(workspace: WorkspaceKeys, services: Ser
             workspace.id,
             uuid.UUID(body["id"]),
         )
-    assert text == orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+    assert text.encode() == jcs_dumps(orjson.loads(text))  # RFC 8785, see tests/test_jcs.py
     assert '"metadata":{"a":{"b":null,"y":true},"z":1}' in text
+
+
+async def test_service_actions_are_refused_from_every_key(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """Only the service writes audit_log.* events: no key, not even a platform key,
+    can forge one, and a refused batch stores nothing."""
+    platform = await accounts.create_key(
+        services.pool, services.ingestor, workspace_id=None, role="ingest"
+    )
+    actions = [
+        "audit_log.api_key.revoked",
+        "audit_log.export.created",
+        "audit_log.stream.deleted",
+        "audit_log.retention.purged",
+        "audit_log.not_in_the_catalog",
+    ]
+    before = await stored_count(services, workspace.id)
+    for action in actions:
+        for key in (workspace.ingest_key, platform.key):
+            batch = [event("file.uploaded"), event(action)]
+            batch = [{**e, "workspaceId": workspace.id} for e in batch]
+            response = await workspace.ingest(batch, key=key)
+            assert response.status_code == 422, (action, response.text)
+            (error,) = response.json()["errors"]
+            assert (error["index"], error["field"]) == (1, "action"), error
+            assert "audit_log.*" in error["message"] and "service" in error["message"]
+    assert await stored_count(services, workspace.id) == before

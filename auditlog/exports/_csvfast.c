@@ -4,8 +4,10 @@
  *
  * csv_lines(payloads) returns exactly
  *     "".join(formats.csv_line(p) for p in payloads).encode()
- * for every payload the service stores (canonical JSON: orjson.dumps(...,
- * OPT_SORT_KEYS), no white space, UTF-8). It scans the JSON text directly: the
+ * for every payload the service stores (RFC 8785, which for almost every
+ * event is what orjson.dumps(..., OPT_SORT_KEYS) writes; rows stored before
+ * RFC 8785 are exactly that; the rest, such as 0.000001 or keys in UTF-16
+ * order, it refuses as below). It scans the JSON text directly: the
  * top-level object, the actor, location and device objects; string values are
  * unescaped, every other value is validated and skipped. The targets and
  * metadata cells are the value's JSON text taken verbatim, which equals

@@ -21,6 +21,14 @@ def _warn_once_without_database() -> None:
     )
 
 
+def _coordinate(value: float | None) -> float | int | None:
+    # RFC 8785 writes an integral double as an integer (51.0 as 51): as an int,
+    # orjson writes it the same way, and the payload keeps orjson's fast path.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class GeoIP:
     """City lookups, cached: the same addresses repeat within a workspace."""
 
@@ -49,8 +57,8 @@ class GeoIP:
             "region": subdivision.name,
             "country": city.country.name,
             "countryCode": city.country.iso_code,
-            "latitude": city.location.latitude,
-            "longitude": city.location.longitude,
+            "latitude": _coordinate(city.location.latitude),
+            "longitude": _coordinate(city.location.longitude),
         }
         if all(v is None for v in location.values()):
             return None

@@ -23,7 +23,7 @@ import asyncpg
 
 from auditlog.catalog import LOGIN_ACTIONS
 from auditlog.errors import BatchRejected, FieldError
-from auditlog.ingest.canonical import canonical_json, format_timestamp
+from auditlog.ingest.canonical import canonical_json, float_for_orjson, format_timestamp
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
 from auditlog.storage import events as event_store
@@ -77,6 +77,13 @@ def _device_label(device: dict[str, Any] | None) -> str | None:
     return label or None
 
 
+@lru_cache(maxsize=65536, typed=True)  # typed: 51 and 51.0 are written differently
+def _plain_coordinates(latitude: Any, longitude: Any) -> bool:
+    """Whether orjson writes a location's coordinates as RFC 8785 does (cached:
+    locations repeat, as the addresses they come from do)."""
+    return all(type(v) is not float or float_for_orjson(v) is v for v in (latitude, longitude))
+
+
 @dataclass
 class _Prepared:
     event: EventIn
@@ -85,6 +92,8 @@ class _Prepared:
     location: dict[str, Any] | None
     device: dict[str, Any] | None
     anomalies: list[str]
+    # The payload may take orjson's fast path (see auditlog.ingest.canonical).
+    plain: bool = False
 
 
 class Ingestor:
@@ -222,13 +231,21 @@ class Ingestor:
 
     def _prepare(self, e: EventIn, scope_workspace: str | None) -> _Prepared:
         ip_text = _ip_text(e.ip) if e.ip is not None else None
+        location = self._geoip.lookup(ip_text) if ip_text is not None else None
+        # Every other field is a string, a bool, null or a fixed ASCII key, which
+        # orjson writes as JCS does: only metadata and coordinates can differ.
+        plain = e.metadata_plain and (
+            location is None
+            or _plain_coordinates(location.get("latitude"), location.get("longitude"))
+        )
         return _Prepared(
             event=e,
             workspace_id=e.workspace_id or scope_workspace or "",
             ip_text=ip_text,
-            location=self._geoip.lookup(ip_text) if ip_text is not None else None,
+            location=location,
             device=parse_device(e.user_agent) if e.user_agent else None,
             anomalies=[],
+            plain=plain,
         )
 
     @staticmethod
@@ -345,5 +362,5 @@ class Ingestor:
             actor_email=e.actor.email.lower() if e.actor.email else None,
             ip=e.ip.packed if e.ip is not None else None,
             target_ids=[t.id for t in e.targets if t.id],
-            payload=canonical_json(payload),
+            payload=canonical_json(payload, plain=p.plain),
         )

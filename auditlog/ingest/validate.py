@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import orjson
 
 from auditlog.catalog import CATEGORY_OF, MAIL_CONTENT_KEYS, Category
 from auditlog.errors import FieldError
+from auditlog.ingest.canonical import float_for_orjson
+from auditlog.jcs import MAX_SAFE_INTEGER
 from auditlog.storage.events import IPAddress
 
 MAX_EVENTS = 1000
@@ -29,6 +32,7 @@ MAX_TARGETS = 64
 MAX_STRING = 1024
 MAX_USER_AGENT = 2048
 FUTURE_SKEW = timedelta(minutes=5)
+SERVICE_PREFIX = "audit_log."
 ACTOR_TYPES = frozenset({"USER", "SYSTEM", "API_KEY"})
 _ACTOR_FIELDS = frozenset({"type", "id", "name", "email"})
 _TARGET_FIELDS = frozenset({"type", "id", "name"})
@@ -78,6 +82,9 @@ class EventIn:
     ip: IPAddress | None
     user_agent: str | None
     metadata: dict[str, Any]
+    # orjson writes metadata exactly as RFC 8785 does (validation found out);
+    # False, the safe default, stores the event through jcs_dumps.
+    metadata_plain: bool = False
 
 
 # Placeholder id of an event sent without one; the ingest service assigns a UUIDv7.
@@ -198,20 +205,62 @@ def _targets(raw: Any, errors: _Errors) -> tuple[Target, ...]:
     return tuple(out)
 
 
-def _depth(value: Any, limit: int) -> bool:
-    """True when value nests no deeper than limit."""
-    if isinstance(value, dict) and not any(isinstance(v, dict | list) for v in value.values()):
-        return limit >= 1  # flat, as most metadata is: no walk
-    stack = [(value, 1)]
+# Beyond this, JSON numbers (doubles) no longer carry every integer exactly, and
+# RFC 8785 refuses such integers. Doubles from 2**53 up to 1e21 are refused too:
+# JCS writes them as integer digits, which parse back as such an integer.
+_INTEGER_DIGITS_FROM = 2.0**53
+_EXPONENT_FROM = 1e21
+_BIG_NUMBER = (
+    f"is beyond +-{MAX_SAFE_INTEGER} (2**53 - 1), the integers a JSON number carries "
+    "exactly: send such numbers as strings"
+)
+
+
+def _at(path: str, key: str | int) -> str:
+    return f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+
+
+def _scan(raw: dict[str, Any], errors: _Errors) -> bool:
+    """One walk over metadata: the depth limit, numbers RFC 8785 cannot carry
+    (refused, naming their path), and whether orjson writes it as JCS does.
+
+    Integral floats in the safe range become ints in place (JCS writes 2.0 as
+    `2`, as orjson writes the int), so that only rare floats and keys holding a
+    character from U+E000 up leave orjson's fast path. Returns that answer.
+    """
+    plain = True
+    stack: list[tuple[Any, int, str]] = [(raw, 1, "metadata")]
     while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
+        container, depth, path = stack.pop()
+        if not container:
+            continue
+        if depth >= MAX_METADATA_DEPTH:  # its items would be deeper than the limit
+            errors.add("metadata", f"nests deeper than {MAX_METADATA_DEPTH} levels")
+            return plain
+        items = container.items() if type(container) is dict else enumerate(container)
+        for key, value in items:
+            if type(key) is str and not key.isascii() and max(key) >= "\ue000":
+                plain = False  # JCS sorts it by UTF-16 code units, orjson by code point
+            kind = type(value)
+            if kind is str or kind is bool or value is None:
+                continue
+            if kind is int:
+                if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                    errors.add(_at(path, key), _BIG_NUMBER)
+            elif kind is float:
+                if not math.isfinite(value):  # orjson.loads refuses them: for other callers
+                    errors.add(_at(path, key), "must be a finite number")
+                elif _INTEGER_DIGITS_FROM <= abs(value) < _EXPONENT_FROM:
+                    errors.add(_at(path, key), _BIG_NUMBER)
+                else:
+                    form = float_for_orjson(value)
+                    if form is None:
+                        plain = False
+                    elif form is not value:
+                        container[key] = form
+            elif kind is dict or kind is list:
+                stack.append((value, depth + 1, _at(path, key)))
+    return plain
 
 
 def _content_key(value: Any, path: str) -> str | None:
@@ -232,28 +281,30 @@ def _content_key(value: Any, path: str) -> str | None:
     return None
 
 
-def _metadata(raw: Any, category: Category | None, errors: _Errors) -> dict[str, Any]:
+def _metadata(raw: Any, category: Category | None, errors: _Errors) -> tuple[dict[str, Any], bool]:
+    """The metadata, and whether orjson writes it as RFC 8785 does (see _scan)."""
     if raw is None:
-        return {}
+        return {}, True
     if not isinstance(raw, dict):
         errors.add("metadata", "must be a JSON object")
-        return {}
+        return {}, True
     try:
         size = len(orjson.dumps(raw))
     except (TypeError, orjson.JSONEncodeError):
         errors.add("metadata", "holds a value JSON cannot carry (integers are limited to 64 bits)")
-        return {}
+        return {}, True
     if size > MAX_METADATA_BYTES:
         errors.add("metadata", f"is {size} bytes; at most {MAX_METADATA_BYTES} are allowed")
-        return {}
-    if not _depth(raw, MAX_METADATA_DEPTH):
-        errors.add("metadata", f"nests deeper than {MAX_METADATA_DEPTH} levels")
-        return {}
+        return {}, True
+    failed = len(errors.items)
+    plain = _scan(raw, errors)
+    if len(errors.items) > failed:
+        return {}, True
     if category is Category.COMMUNICATION:
         found = _content_key(raw, "metadata")
         if found:
             errors.add(found, "mail events never store message content")
-    return raw
+    return raw, plain
 
 
 def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldError]:
@@ -297,6 +348,9 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
     category: Category | None = None
     if not isinstance(action, str) or not action:
         errors.add("action", "is required")
+    elif action.startswith(SERVICE_PREFIX):
+        # The service's own record (keys, exports, streams) must not be forgeable, by any key.
+        errors.add("action", "audit_log.* actions are written by the service itself")
     else:
         category = CATEGORY_OF.get(action)
         if category is None:
@@ -321,7 +375,7 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
         errors.add("userAgent", f"must be a string of at most {MAX_USER_AGENT} characters")
         user_agent = None
 
-    metadata = _metadata(raw.get("metadata"), category, errors)
+    metadata, plain = _metadata(raw.get("metadata"), category, errors)
 
     if errors.items:
         return errors.items
@@ -339,4 +393,5 @@ def validate_event(raw: Any, index: int, now: datetime) -> EventIn | list[FieldE
         ip=ip,
         user_agent=user_agent,
         metadata=metadata,
+        metadata_plain=plain,
     )
