@@ -663,6 +663,7 @@ async def test_a_proof_link_opens_only_its_own_workspace(
     known: list[dict[str, Any]],
     services: Services,
     http: httpx.AsyncClient,
+    tmp_path: Path,
 ) -> None:
     mine = await create_export(workspace, "JSON", None)
     other = await create_workspace_keys(services, http)
@@ -682,6 +683,20 @@ async def test_a_proof_link_opens_only_its_own_workspace(
     assert bundle["origin"] == f"auditlog.local/{other.id}"
     theirs_file = json.loads((await download(http, theirs["files"][0]["url"])).content)
     assert [e["id"] for e in bundle["events"]] == [e["id"] for e in theirs_file]
+    # Their bundle proves nothing of my files, even with my events' proofs put in it.
+    key = services.signing_keys.current().verifier.encode()
+    mine_file = _write(
+        tmp_path / "mine.json", (await download(http, mine["files"][0]["url"])).content
+    )
+    mine_bundle = json.loads((await download(http, mine["proofUrl"])).content)
+    mixed = {**bundle, "events": bundle["events"] + mine_bundle["events"]}
+    mixed_path = _write(tmp_path / "mixed.json", orjson.dumps(mixed))
+    report = verify_bundle(key, str(mixed_path), [str(mine_file)])
+    assert not report.ok
+    first = json.loads(mine_file.read_bytes())[0]["id"]
+    assert (
+        f"event {first}" in report.summary() and f"workspace {workspace.id!r}" in report.summary()
+    )
 
 
 async def test_a_bundle_is_pending_until_its_events_are_sealed(
