@@ -13,7 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from auditlog.config import Settings
 from auditlog.endpoints.console import console_routes
-from auditlog.endpoints.exports import download_export_part
+from auditlog.endpoints.exports import download_export_part, download_export_proof
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.endpoints.integrity import verifier_keys
@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             Route("/readyz", readyz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/v1/integrity/verifier-keys", verifier_keys, methods=["GET"]),
+            # Before the part route, which would take "proof" for a part and refuse it.
+            Route("/v1/exports/{workspace_id}/{export_id}/proof", download_export_proof),
             Route("/v1/exports/{workspace_id}/{export_id}/{part}", download_export_part),
             WebSocketRoute("/graphql", graphql),
             *console_routes(),

@@ -10,7 +10,9 @@ import httpx
 
 from tests.conftest import WorkspaceKeys
 
-EXPORT_FIELDS = "id format filter status rowCount createdAt expiresAt files { part rowCount url }"
+EXPORT_FIELDS = (
+    "id format filter status rowCount createdAt expiresAt proofUrl files { part rowCount url }"
+)
 CREATE = f"""mutation ($input: CreateExportInput!) {{
   createExport(input: $input) {{ {EXPORT_FIELDS} }}
 }}"""

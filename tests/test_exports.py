@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +24,10 @@ from auditlog.config import Settings
 from auditlog.errors import ConfigError
 from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
+from auditlog.integrity.bundle import verify_bundle
+from auditlog.integrity.notes import NoteSigner, VerifierKey, open_checkpoint
 from auditlog.runtime import Services, download_slots_for
+from auditlog.services import integrity as integrity_service
 from auditlog.storage.events import EventFilter
 from tests.conftest import (
     JWT_SECRET,
@@ -34,6 +41,7 @@ from tests.conftest import (
 )
 from tests.exports_support import LIST, ONE, create_export, csv_rows, download
 
+REPO = Path(__file__).resolve().parent.parent
 # The documented, stable column order (docs/exports.md), spelled out on purpose.
 HEADER_LINE = (
     "id,occurredAt,category,action,actorType,actorId,actorName,actorEmail,targets,"
@@ -459,3 +467,287 @@ async def test_a_download_closed_at_once_gives_its_connection_back_clean(
     async with services.pool.acquire() as conn:
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT 1") == 1
+
+
+# Proof bundles: downloaded through their links, checked by the real `auditlog verify`.
+
+
+async def _seal(services: Services, workspace_id: str) -> None:
+    async with services.pool.acquire() as conn:
+        await integrity_service.seal_until_caught_up(
+            conn, workspace_id, services.signing_keys.current()
+        )
+
+
+async def _verify(key: str, bundle: Path, files: list[Path]) -> tuple[int, str]:
+    """Run `python -m auditlog.cli verify` as a user would: its exit code and its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "auditlog.cli",
+        "verify",
+        "--verifier-key",
+        key,
+        str(bundle),
+        *map(str, files),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+async def _save(http: httpx.AsyncClient, url: str, path: Path) -> Path:
+    return _write(path, (await download(http, url)).content)
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _retouched(path: Path, event_id: str, old: str, new: str) -> Path:
+    """The file with `old` changed to `new` on the line of one event (one event a line)."""
+    lines = path.read_text().split("\n")
+    (n,) = [i for i, line in enumerate(lines) if f'"id":"{event_id}"' in line]
+    assert old in lines[n]
+    lines[n] = lines[n].replace(old, new, 1)
+    out = path.with_name("retouched-" + path.name)
+    out.write_text("\n".join(lines))
+    return out
+
+
+def _flip_signature_bit(note: str) -> str:
+    body, _, signature = note.rpartition("\n\u2014 ")
+    name, _, blob = signature.rstrip("\n").rpartition(" ")
+    raw = bytearray(base64.b64decode(blob))
+    raw[-1] ^= 0x01  # a bit of the Ed25519 signature itself, not of the key hash
+    return f"{body}\n\u2014 {name} {base64.b64encode(bytes(raw)).decode()}\n"
+
+
+async def test_a_json_export_verifies_offline_against_its_proof_bundle(
+    workspace: WorkspaceKeys, services: Services, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    target = [{"type": "t", "id": "bundle"}]
+    batch = [
+        event(targets=target, metadata={"i": i, "x": "é\u2028\U0001f600", "f": 1.5, "big": 10**15})
+        for i in range(7)
+    ]
+    assert (await workspace.ingest(batch)).status_code == 202
+    principal = Principal(workspace_id=workspace.id, role="admin", key_id="key_test")
+    row = await export_service.create_export(
+        services, principal, workspace.id, EventFilter(target_id="bundle"), {}, "JSON", part_size=3
+    )
+    await _seal(services, workspace.id)
+    now = datetime.now(UTC)
+    base = str(http.base_url)
+    links = export_service.download_links(services, row, base, now)
+    assert [x.row_count for x in links] == [3, 3, 1]
+    files = [await _save(http, x.url, tmp_path / f"part{x.part}.json") for x in links]
+    proof_url = export_service.proof_link(services, row, base, now)
+    assert proof_url is not None
+    response = await download(http, proof_url)
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-disposition"].endswith('-proof.json"')
+    bundle_path = tmp_path / "bundle.json"
+    bundle_path.write_bytes(response.content)
+    bundle = json.loads(response.content)
+    key = services.signing_keys.current().verifier.encode()
+    assert bundle["origin"] == f"auditlog.local/{workspace.id}"
+    assert bundle["verifierKey"] == key
+    exported = [p["id"] for f in files for p in json.loads(f.read_bytes())]
+    assert [e["id"] for e in bundle["events"]] == exported  # file order, every part
+    assert sorted(exported) == sorted(e["id"] for e in batch)
+    checkpoint = open_checkpoint(bundle["checkpoint"], [VerifierKey.parse(key)])
+    assert all(0 <= e["leafIndex"] < checkpoint.size for e in bundle["events"])
+
+    code, out = await _verify(key, bundle_path, files)
+    assert code == 0, out
+    assert (
+        f"OK: 7 event(s) of 3 file(s) verified against the checkpoint of {bundle['origin']}" in out
+    )
+
+    # One character of one string value of one event, in the second file.
+    victim = json.loads(files[1].read_bytes())[1]["id"]
+    retouched = _retouched(files[1], victim, '"name":"Ada Lovelace"', '"name":"Ada Lovelacf"')
+    code, out = await _verify(key, bundle_path, [files[0], retouched, files[2]])
+    assert code == 1, out
+    assert f"event {victim}" in out and "inclusion proof does not verify" in out
+
+    # An event of the files that the bundle lacks.
+    missing = exported[-1]
+    without = {**bundle, "events": [e for e in bundle["events"] if e["id"] != missing]}
+    (tmp_path / "without.json").write_bytes(orjson.dumps(without))
+    code, out = await _verify(key, tmp_path / "without.json", files)
+    assert code == 1, out
+    assert f"event {missing}" in out and "is not in the bundle" in out
+
+    # One bit of the checkpoint's signature.
+    forged = {**bundle, "checkpoint": _flip_signature_bit(bundle["checkpoint"])}
+    (tmp_path / "forged.json").write_bytes(orjson.dumps(forged))
+    code, out = await _verify(key, tmp_path / "forged.json", files)
+    assert code == 1, out
+    assert "checkpoint does not verify" in out
+
+    # A key of the same name that did not sign it.
+    stranger = NoteSigner("auditlog.local", os.urandom(32)).verifier.encode()
+    code, out = await _verify(stranger, bundle_path, files)
+    assert code == 1, out
+    assert "checkpoint does not verify" in out and key in out
+
+
+async def test_only_json_exports_have_a_proof_url(
+    workspace: WorkspaceKeys, known: list[dict[str, Any]]
+) -> None:
+    assert (await create_export(workspace, "CSV", None))["proofUrl"] is None
+    assert (await create_export(workspace, "NDJSON", None))["proofUrl"] is None
+    url = (await create_export(workspace, "JSON", None))["proofUrl"]
+    export_id = (await workspace.gql(LIST, {"first": 1}))["data"]["exports"][0]["id"]
+    assert urlsplit(url).path == f"/v1/exports/{workspace.id}/{export_id}/proof"
+    expires = int(parse_qs(urlsplit(url).query)["expires"][0])
+    assert 3590 <= expires - datetime.now(UTC).timestamp() <= 3600
+
+
+async def test_altered_or_expired_proof_links_are_refused_like_file_links(
+    workspace: WorkspaceKeys,
+    known: list[dict[str, Any]],
+    services: Services,
+    http: httpx.AsyncClient,
+) -> None:
+    export = await create_export(workspace, "JSON", None)
+    await _seal(services, workspace.id)
+    url, file_url = export["proofUrl"], export["files"][0]["url"]
+    path = urlsplit(url).path
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    signature, expires = query["signature"], query["expires"]
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    links = ExportLinks(SECRET_KEY)
+    base = url.split("/v1/")[0]
+    export_id = uuid.UUID(export["id"])
+    now = datetime.now(UTC)
+    refused = [
+        _altered(url, signature=flipped),
+        _altered(url, expires=str(int(expires) + 3600)),
+        _altered(url, path=path.replace(export["id"], str(uuid.uuid4()))),
+        _altered(url, path=path.replace(workspace.id, workspace.id + "x")),
+        url.split("?")[0],
+        links.proof_url(base, workspace.id, export_id, now - timedelta(seconds=1)),
+        ExportLinks("another-secret-key-0123456789").proof_url(
+            base, workspace.id, export_id, now + timedelta(hours=1)
+        ),
+        # A file link's signature does not open the bundle, nor the bundle's a file.
+        _altered(url, **{k: v[0] for k, v in parse_qs(urlsplit(file_url).query).items()}),
+        _altered(file_url, signature=signature, expires=expires),
+    ]
+    answers = [await http.get(link) for link in refused]
+    assert [a.status_code for a in answers] == [403] * len(refused)
+    file_refusal = await http.get(_altered(file_url, signature=flipped))
+    assert {a.content for a in answers} == {file_refusal.content}
+    assert (await http.head(refused[0])).status_code == 403
+    head = await http.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-disposition"].endswith('-proof.json"')
+    assert (await http.get(url)).status_code == 200
+    # A CSV export has no bundle, even through a link signed for one.
+    csv_export = await create_export(workspace, "CSV", None)
+    csv_link = links.proof_url(
+        base, workspace.id, uuid.UUID(csv_export["id"]), now + timedelta(hours=1)
+    )
+    assert (await http.get(csv_link)).status_code == 404
+
+
+async def test_a_proof_link_opens_only_its_own_workspace(
+    workspace: WorkspaceKeys,
+    known: list[dict[str, Any]],
+    services: Services,
+    http: httpx.AsyncClient,
+    tmp_path: Path,
+) -> None:
+    mine = await create_export(workspace, "JSON", None)
+    other = await create_workspace_keys(services, http)
+    assert (await other.ingest([event()])).status_code == 202
+    theirs = await create_export(other, "JSON", None)
+    await _seal(services, workspace.id)
+    await _seal(services, other.id)
+    # The other workspace's valid link, pointed at my export, or mine moved to theirs.
+    their_path = urlsplit(theirs["proofUrl"]).path
+    refused = [
+        _altered(theirs["proofUrl"], path=their_path.replace(theirs["id"], mine["id"])),
+        _altered(mine["proofUrl"], path=their_path.replace(theirs["id"], mine["id"])),
+        _altered(mine["proofUrl"], path=their_path),
+    ]
+    assert [(await http.get(link)).status_code for link in refused] == [403] * 3
+    bundle = json.loads((await download(http, theirs["proofUrl"])).content)
+    assert bundle["origin"] == f"auditlog.local/{other.id}"
+    theirs_file = json.loads((await download(http, theirs["files"][0]["url"])).content)
+    assert [e["id"] for e in bundle["events"]] == [e["id"] for e in theirs_file]
+    # Their bundle proves nothing of my files, even with my events' proofs put in it.
+    key = services.signing_keys.current().verifier.encode()
+    mine_file = _write(
+        tmp_path / "mine.json", (await download(http, mine["files"][0]["url"])).content
+    )
+    mine_bundle = json.loads((await download(http, mine["proofUrl"])).content)
+    mixed = {**bundle, "events": bundle["events"] + mine_bundle["events"]}
+    mixed_path = _write(tmp_path / "mixed.json", orjson.dumps(mixed))
+    report = verify_bundle(key, str(mixed_path), [str(mine_file)])
+    assert not report.ok
+    first = json.loads(mine_file.read_bytes())[0]["id"]
+    assert (
+        f"event {first}" in report.summary() and f"workspace {workspace.id!r}" in report.summary()
+    )
+
+
+async def test_a_bundle_is_pending_until_its_events_are_sealed(
+    workspace: WorkspaceKeys, services: Services, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """No sealer runs in the test service: events stay unsealed until the test seals."""
+    target = [{"type": "t", "id": "pending"}]
+    assert (await workspace.ingest([event(targets=target) for _ in range(3)])).status_code == 202
+    export = await create_export(workspace, "JSON", {"targetId": "pending"})
+    started = time.monotonic()
+    response = await http.get(export["proofUrl"])
+    waited = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert 10 <= waited < 14
+    assert response.headers["retry-after"] == "5"
+    body = response.json()
+    assert body["status"] == "PENDING"
+    assert (body["events"], body["unsealedEvents"]) == (3, 3)
+
+    await _seal(services, workspace.id)
+    key = services.signing_keys.current().verifier.encode()
+    part = await _save(http, export["files"][0]["url"], tmp_path / "part1.json")
+    bundle = await _save(http, export["proofUrl"], tmp_path / "bundle.json")
+    assert verify_bundle(key, str(bundle), [str(part)]).ok
+
+    # A download that starts before the seal waits for it, then streams the bundle.
+    assert (await workspace.ingest([event(targets=target)])).status_code == 202
+    later = await create_export(workspace, "JSON", {"targetId": "pending"})
+    started = time.monotonic()
+    waiting = asyncio.ensure_future(http.get(later["proofUrl"]))
+    await asyncio.sleep(1)
+    assert not waiting.done()
+    await _seal(services, workspace.id)
+    response = await waiting
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started < 5
+    assert len(json.loads(response.content)["events"]) == 4
+
+
+async def test_a_bundle_of_2000_events_verifies(
+    workspace: WorkspaceKeys, services: Services, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    for _ in range(4):
+        batch = [event("file.uploaded", metadata={"n": i}) for i in range(500)]
+        assert (await workspace.ingest(batch)).status_code == 202
+    export = await create_export(workspace, "JSON", {"actions": ["file.uploaded"]})
+    assert export["rowCount"] == 2000
+    await _seal(services, workspace.id)
+    part = await _save(http, export["files"][0]["url"], tmp_path / "part1.json")
+    bundle = await _save(http, export["proofUrl"], tmp_path / "bundle.json")
+    print(f"bundle of 2,000 events: {bundle.stat().st_size} bytes")
+    code, out = await _verify(services.signing_keys.current().verifier.encode(), bundle, [part])
+    assert code == 0, out
+    assert "OK: 2000 event(s) of 1 file(s)" in out

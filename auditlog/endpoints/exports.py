@@ -1,8 +1,10 @@
-"""GET /v1/exports/{workspace}/{export}/{part}: a signed link streams one file.
+"""GET /v1/exports/{workspace}/{export}/{part}: a signed link streams one file;
+GET /v1/exports/{workspace}/{export}/proof: a signed link streams the proof bundle.
 
 The file is written batch by batch from a server-side cursor into the response,
-never built in memory and never resolved through GraphQL. A link that was
-altered or has expired is refused with 403 before anything is looked up.
+never built in memory and never resolved through GraphQL; the bundle a batch
+of proofs at a time. A link that was altered or has expired is refused with 403
+before anything is looked up.
 """
 
 from __future__ import annotations
@@ -14,18 +16,34 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from auditlog.endpoints.common import json_response, services_of
+from auditlog.exports import proofs
 from auditlog.exports import service as export_service
 from auditlog.exports.formats import FORMATS, encode
 from auditlog.exports.links import ExportLinks
 from auditlog.storage.exports import ExportRow
 
+# Said the same for every refused link, file or bundle: it never tells whether the export exists.
+_FORBIDDEN = {"error": "forbidden", "message": "this download link is invalid or has expired"}
+_GONE = {"error": "not_found", "message": "this export is gone"}
+# A bundle still PENDING after the wait: the sealer is behind or stopped; ask again later.
+PENDING_RETRY_AFTER = 5
+
+
+def _stem(row: ExportRow) -> str:
+    created = row.created_at.strftime("%Y%m%dT%H%M%SZ")
+    return f"auditlog-{row.workspace_id}-{created}-{str(row.id)[-8:]}"
+
 
 def _filename(row: ExportRow, part: int, extension: str) -> str:
-    created = row.created_at.strftime("%Y%m%dT%H%M%SZ")
-    return (
-        f"auditlog-{row.workspace_id}-{created}-{str(row.id)[-8:]}"
-        f"-part{part:03d}-of-{row.part_count:03d}.{extension}"
-    )
+    return f"{_stem(row)}-part{part:03d}-of-{row.part_count:03d}.{extension}"
+
+
+def _download_headers(filename: str) -> dict[str, str]:
+    return {
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 async def download_export_part(request: Request) -> Response:
@@ -43,21 +61,13 @@ async def download_export_part(request: Request) -> Response:
         request.query_params.get("signature", ""),
         now,
     ):
-        return json_response(
-            {"error": "forbidden", "message": "this download link is invalid or has expired"},
-            403,
-        )
+        return json_response(_FORBIDDEN, 403)
     row = await export_service.find_export(services, workspace_id, uuid.UUID(export_id))
     number = int(part)
     if row is None or export_service.is_expired(row, now) or number > row.part_count:
-        return json_response({"error": "not_found", "message": "this export is gone"}, 404)
+        return json_response(_GONE, 404)
     file_format = FORMATS[row.format]
-    filename = _filename(row, number, file_format.extension)
-    headers = {
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "private, no-store",
-        "X-Content-Type-Options": "nosniff",
-    }
+    headers = _download_headers(_filename(row, number, file_format.extension))
     if request.method == "HEAD":  # the headers only: read no rows
         head = Response(media_type=file_format.media_type, headers=headers)
         del head.headers["content-length"]  # unknown until the file is streamed
@@ -65,5 +75,52 @@ async def download_export_part(request: Request) -> Response:
     return StreamingResponse(
         encode(file_format, export_service.stream_part(services, row, number)),
         media_type=file_format.media_type,
+        headers=headers,
+    )
+
+
+async def download_export_proof(request: Request) -> Response:
+    """The proof bundle; 503 PENDING with Retry-After when, after waiting up to
+    proofs.PENDING_WAIT, some exported event is still not sealed."""
+    workspace_id = request.path_params["workspace_id"]
+    export_id = request.path_params["export_id"]
+    services = services_of(request)
+    now = datetime.now(UTC)
+    links = ExportLinks(services.settings.secret_key)
+    if not links.is_valid_proof(
+        workspace_id,
+        export_id,
+        request.query_params.get("expires", ""),
+        request.query_params.get("signature", ""),
+        now,
+    ):
+        return json_response(_FORBIDDEN, 403)
+    row = await export_service.find_export(services, workspace_id, uuid.UUID(export_id))
+    if row is None or export_service.is_expired(row, now) or row.format != "JSON":
+        return json_response(_GONE, 404)
+    headers = _download_headers(f"{_stem(row)}-proof.json")
+    if request.method == "HEAD":  # the headers only: no wait, no proof
+        head = Response(media_type="application/json", headers=headers)
+        del head.headers["content-length"]
+        return head
+    plan = await proofs.plan_bundle(services, row)
+    if isinstance(plan, proofs.Pending):
+        return json_response(
+            {
+                "status": "PENDING",
+                "message": (
+                    f"{plan.unsealed} of the export's {plan.events} events are not sealed "
+                    "into the log's tree yet; retry shortly"
+                ),
+                "events": plan.events,
+                "unsealedEvents": plan.unsealed,
+                "waitedSeconds": round(plan.waited_seconds, 1),
+            },
+            503,
+            headers={"Retry-After": str(PENDING_RETRY_AFTER), "Cache-Control": "no-store"},
+        )
+    return StreamingResponse(
+        proofs.stream_bundle(services, plan, workspace_id),
+        media_type="application/json",
         headers=headers,
     )

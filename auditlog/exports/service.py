@@ -148,6 +148,19 @@ def download_links(
     ]
 
 
+def proof_link(
+    services: Services, row: export_store.ExportRow, base_url: str, now: datetime
+) -> str | None:
+    """A signed URL of the proof bundle: JSON exports only (a bundle proves the events
+    of JSON files), none once the export has expired."""
+    if row.format != "JSON" or is_expired(row, now):
+        return None
+    link_ttl = timedelta(seconds=services.settings.export_link_ttl_seconds)
+    expires_at = min(now + link_ttl, row.expires_at)
+    links = ExportLinks(services.settings.secret_key)
+    return links.proof_url(base_url, row.workspace_id, row.id, expires_at)
+
+
 async def find_export(
     services: Services, workspace_id: str, export_id: uuid.UUID
 ) -> export_store.ExportRow | None:

@@ -29,7 +29,8 @@ def _to_graphql(ctx: Context, row: ExportRow) -> Export:
         str(ctx.request.base_url) if ctx.request is not None else ""
     )
     links = export_service.download_links(ctx.services, row, base_url, now)
-    return Export.from_row(row, links, now)
+    proof_url = export_service.proof_link(ctx.services, row, base_url, now)
+    return Export.from_row(row, links, proof_url, now)
 
 
 async def create_export(ctx: Context, input: CreateExportInput) -> Export:

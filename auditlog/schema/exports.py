@@ -49,9 +49,18 @@ class Export:
     files: list[ExportFile]
     created_at: datetime
     expires_at: datetime
+    proof_url: str | None = strawberry.field(
+        description=(
+            "Signed link (plain GET, no header) to the export's proof bundle: an inclusion "
+            "proof of every event of its files against one signed checkpoint, for `auditlog "
+            "verify`. JSON exports only; null for CSV and NDJSON, and once the export expired."
+        )
+    )
 
     @classmethod
-    def from_row(cls, row: ExportRow, links: list[ExportLink], now: datetime) -> Export:
+    def from_row(
+        cls, row: ExportRow, links: list[ExportLink], proof_url: str | None, now: datetime
+    ) -> Export:
         return cls(
             id=strawberry.ID(str(row.id)),
             format=ExportFormat(row.format),
@@ -61,6 +70,7 @@ class Export:
             files=[ExportFile(part=x.part, row_count=x.row_count, url=x.url) for x in links],
             created_at=row.created_at,
             expires_at=row.expires_at,
+            proof_url=proof_url,
         )
 
 

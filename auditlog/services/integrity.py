@@ -216,8 +216,20 @@ class ProofBuilder:
     def __init__(self, conn: asyncpg.Connection, workspace_id: str, tree_size: int) -> None:
         self._reader = TreeReader(conn, workspace_id)
         self._size = tree_size
+        # Neighbouring leaves' proofs share most of their subtrees, each rehashed from up to
+        # 256 stored hashes; a complete subtree never changes, so its root is kept. Not below
+        # 16 leaves: those are cheap to rehash and would be most of what is kept.
+        self._roots: dict[tuple[int, int], bytes] = {}
+
+    def _subtree(self, start: int, height: int) -> bytes:
+        if height < 4:
+            return self._reader.subtree(start, height)
+        root = self._roots.get((start, height))
+        if root is None:
+            root = self._roots[(start, height)] = self._reader.subtree(start, height)
+        return root
 
     async def proofs(self, leaf_indexes: list[int]) -> list[list[bytes]]:
         plans = [merkle.inclusion_ranges(i, self._size) for i in leaf_indexes]
         await self._reader.load(r for plan in plans for r in plan)
-        return [[merkle.range_hash(a, b, self._reader.subtree) for a, b in plan] for plan in plans]
+        return [[merkle.range_hash(a, b, self._subtree) for a, b in plan] for plan in plans]

@@ -249,9 +249,13 @@ async def read_exports(
 
 
 def part_query(
-    row: ExportRow, part: int, retention_start: datetime | None = None
+    row: ExportRow,
+    part: int,
+    retention_start: datetime | None = None,
+    columns: str = "payload",
 ) -> tuple[str, list[object]]:
-    """`retention_start`: the workspace's retention now, when it is later than the plan's."""
+    """`retention_start`: the workspace's retention now, when it is later than the plan's;
+    `columns`: what each row of the part gives (its stored payload unless told)."""
     plan = row.plan
     bounds = [b for b in (plan.retention_start, retention_start) if b is not None]
     where, args = _snapshot_where(
@@ -269,7 +273,7 @@ def part_query(
         where.append(f"occurred_at >= ${len(args) - 1}")
         where.append(f"(occurred_at, seq) >= (${len(args) - 1}, ${len(args)})")
     args.append(plan.part_size)
-    sql = f"""SELECT payload FROM audit_events WHERE {" AND ".join(where)}
+    sql = f"""SELECT {columns} FROM audit_events WHERE {" AND ".join(where)}
               ORDER BY occurred_at DESC, seq DESC LIMIT ${len(args)}"""
     return sql, args
 
@@ -304,3 +308,29 @@ async def stream_export_part(
             if not pending.done():
                 with contextlib.suppress(Exception):
                     await pending
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedEvent:
+    """An event of an export's files and its ingest position, which names its leaf."""
+
+    id: uuid.UUID
+    xid: int
+    seq: int
+
+
+async def read_export_events(
+    conn: asyncpg.Connection, row: ExportRow, *, retention_start: datetime | None = None
+) -> list[ExportedEvent]:
+    """Every event of the export's files, part by part in file order: the reads a download
+    makes (same snapshot, filter and retention), naming the rows instead of giving them."""
+    out: list[ExportedEvent] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for part in range(1, row.part_count + 1):
+            sql, args = part_query(
+                row, part, retention_start, columns="id, xid::text::bigint AS xid, seq"
+            )
+            out.extend(
+                ExportedEvent(r["id"], r["xid"], r["seq"]) for r in await conn.fetch(sql, *args)
+            )
+    return out
