@@ -70,7 +70,9 @@ async def plan_bundle(
         needed = max(leaves.values(), default=-1) + 1
         if checkpoint is not None and checkpoint.tree_size >= needed:
             return BundlePlan(
-                origin=integrity_service.origin_of(services.settings.log_name, workspace_id),
+                # The checkpoint's own origin: a later change of the log name
+                # must not make older checkpoints' bundles fail.
+                origin=checkpoint.signed_note.split("\n", 1)[0],
                 checkpoint=checkpoint,
                 events=[(str(e.id), leaves[(e.xid, e.seq)]) for e in exported],
             )

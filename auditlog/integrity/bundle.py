@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import rfc8785
 
 from auditlog.integrity import merkle
 from auditlog.integrity.notes import Checkpoint, NoteError, VerifierKey, open_checkpoint
+from auditlog.jcs import jcs_dumps
 
 
 def _jcs(value: Any) -> bytes:
     """RFC 8785 (JCS) bytes of a JSON value; the one place that picks the serializer
     (ValueError or TypeError for a value JSON allows and JCS does not)."""
-    return rfc8785.dumps(value)
+    return jcs_dumps(value)
 
 
 # Writing, a piece at a time: a bundle of many events is streamed, never held whole.
