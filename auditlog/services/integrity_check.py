@@ -136,9 +136,18 @@ async def _check_workspace(
         if str(event_id) != ids[i]:
             report.problems.append(f"leaf {i} was event {ids[i]}, now event {event_id} sits there")
         elif leaf_of_payload(payload) != hashes[i]:
-            report.problems.append(
-                f"event {event_id} (leaf {i}): its stored payload no longer matches its leaf hash"
-            )
+            if merkle.leaf_hash(payload.encode()) == hashes[i]:
+                # Unchanged, but stored in a form other than RFC 8785 (written before
+                # ingest canonicalised everything): outside verifiers cannot rebuild it.
+                report.problems.append(
+                    f"event {event_id} (leaf {i}): its stored payload is not RFC 8785, so "
+                    "its leaf cannot be reproduced from a JSON copy"
+                )
+            else:
+                report.problems.append(
+                    f"event {event_id} (leaf {i}): its stored payload no longer matches "
+                    "its leaf hash"
+                )
         elif i < last_matched:
             report.problems.append(f"event {event_id} (leaf {i}) is out of ingest order")
         else:
