@@ -8,9 +8,12 @@ import re
 import sys
 from pathlib import Path
 
+import httpx
+
 from auditlog.runtime import Services
 from auditlog.services import integrity as svc
 from tests.conftest import WorkspaceKeys, event
+from tests.exports_support import create_export, download
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "integrity.md"
 
@@ -55,7 +58,7 @@ async def test_the_documented_script_checks_consistency(
     (tmp_path / "proof.txt").write_text("\n".join(proof) + "\n")
     files = [str(tmp_path / n) for n in ("held.checkpoint", "latest.checkpoint", "proof.txt")]
     vkey = signer.verifier.encode()
-    code, out = await _run(str(script), vkey, *files)
+    code, out = await _run(str(script), vkey, "consistency", *files)
     assert (code, out.strip()) == (0, "consistent")
 
     bad = list(proof)
@@ -63,7 +66,7 @@ async def test_the_documented_script_checks_consistency(
     raw[0] ^= 1
     bad[0] = base64.b64encode(bytes(raw)).decode()
     (tmp_path / "proof.txt").write_text("\n".join(bad) + "\n")
-    code, out = await _run(str(script), vkey, *files)
+    code, out = await _run(str(script), vkey, "consistency", *files)
     assert code == 1 and "NOT CONSISTENT" in out
 
     (tmp_path / "proof.txt").write_text("\n".join(proof) + "\n")
@@ -74,5 +77,32 @@ async def test_the_documented_script_checks_consistency(
     raw[-1] ^= 1
     forged = note.replace(blob, base64.b64encode(bytes(raw)).decode())
     (tmp_path / "latest.checkpoint").write_text(forged)
-    code, out = await _run(str(script), vkey, *files)
+    code, out = await _run(str(script), vkey, "consistency", *files)
     assert code != 0 and "InvalidSignature" in out
+
+
+async def test_the_documented_script_checks_an_export(
+    services: Services, workspace: WorkspaceKeys, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    metadata = {"note": "caf\u00e9 \U0001f600", "n": 1.5, "big": 1e21, "whole": 2.0}
+    await workspace.ingest([event(metadata=metadata) for _ in range(30)])
+    async with services.pool.acquire() as conn:
+        await svc.seal_until_caught_up(conn, workspace.id, services.signing_keys.current())
+    export = await create_export(workspace, "JSON", None)
+    parts = []
+    for f in export["files"]:
+        path = tmp_path / f"part-{f['part']}.json"
+        path.write_bytes((await download(http, f["url"])).content)
+        parts.append(path)
+    files = [str(p) for p in parts]
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes((await download(http, export["proofUrl"])).content)
+    script = tmp_path / "check.py"
+    script.write_text(_script())
+    vkey = services.signing_keys.current().verifier.encode()
+    code, out = await _run(str(script), vkey, "export", str(bundle), *files)
+    assert code == 0 and out.startswith("OK: 34 events included"), out
+
+    parts[0].write_text(parts[0].read_text().replace("caf\u00e9", "cafe", 1))
+    code, out = await _run(str(script), vkey, "export", str(bundle), *files)
+    assert code == 1 and "FAILED: event" in out, out
