@@ -329,3 +329,23 @@ async def test_numbers_beyond_the_safe_integers_are_refused(
         '"metadata":{"huge":1e+21,"max":9007199254740991,"min":-9007199254740991,"tiny":1e-7}'
         in stored
     )
+
+
+def test_the_same_walk_keeps_the_depth_limit() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        """Objects and arrays in turn, the outermost an object, the leaf at `levels`."""
+        value: Any = 1.0
+        for i in range(levels - 1):
+            value = [value] if (levels - i) % 2 else {"a": value}
+        assert isinstance(value, dict)
+        return value
+
+    for levels, ok in ((2, True), (16, True), (17, False), (40, False)):
+        result = validate_event(event(metadata=nested(levels)), 0, NOW)
+        assert isinstance(result, EventIn) is ok, (levels, result)
+        if not ok:
+            assert isinstance(result, list)
+            assert (result[0].field, result[0].message) == (
+                "metadata",
+                "nests deeper than 16 levels",
+            )
