@@ -230,7 +230,7 @@ def sendable(rng: random.Random) -> dict[str, Any]:
             "name": random_string(rng, 20),
         },
         targets=[{"type": "file", "name": random_string(rng)} for _ in range(rng.randint(0, 2))],
-        ipAddress=rng.choice(["81.2.69.142", "203.0.113.9", "198.51.100.7", "10.0.0.1"]),
+        ipAddress=rng.choice(["81.2.69.142", "192.0.2.9", "198.18.0.7", "10.0.0.1"]),
         userAgent=rng.choice(["curl/8.5.0", random_string(rng, 30) or "x"]),
         metadata=metadata,
         occurredAt=NOW.isoformat(),
@@ -286,7 +286,7 @@ async def test_ingested_payloads_are_stored_as_jcs(
 async def test_location_coordinates_are_jcs(
     workspace: WorkspaceKeys, owner: asyncpg.Connection
 ) -> None:
-    events = [event(ipAddress=ip) for ip in ("203.0.113.9", "198.51.100.7", "81.2.69.142")]
+    events = [event(ipAddress=ip) for ip in ("192.0.2.9", "198.18.0.7", "81.2.69.142")]
     assert (await workspace.ingest(events)).status_code == 202
     texts = await stored_payloads(owner, workspace.id, [e["id"] for e in events])
     locations = "".join(texts)
