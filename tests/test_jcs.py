@@ -230,7 +230,7 @@ def sendable(rng: random.Random) -> dict[str, Any]:
             "name": random_string(rng, 20),
         },
         targets=[{"type": "file", "name": random_string(rng)} for _ in range(rng.randint(0, 2))],
-        ipAddress=rng.choice(["81.2.69.142", "203.0.113.9", "198.51.100.7", "10.0.0.1"]),
+        ipAddress=rng.choice(["81.2.69.142", "192.0.2.9", "198.18.0.7", "10.0.0.1"]),
         userAgent=rng.choice(["curl/8.5.0", random_string(rng, 30) or "x"]),
         metadata=metadata,
         occurredAt=NOW.isoformat(),
@@ -286,7 +286,7 @@ async def test_ingested_payloads_are_stored_as_jcs(
 async def test_location_coordinates_are_jcs(
     workspace: WorkspaceKeys, owner: asyncpg.Connection
 ) -> None:
-    events = [event(ipAddress=ip) for ip in ("203.0.113.9", "198.51.100.7", "81.2.69.142")]
+    events = [event(ipAddress=ip) for ip in ("192.0.2.9", "198.18.0.7", "81.2.69.142")]
     assert (await workspace.ingest(events)).status_code == 202
     texts = await stored_payloads(owner, workspace.id, [e["id"] for e in events])
     locations = "".join(texts)
@@ -329,3 +329,23 @@ async def test_numbers_beyond_the_safe_integers_are_refused(
         '"metadata":{"huge":1e+21,"max":9007199254740991,"min":-9007199254740991,"tiny":1e-7}'
         in stored
     )
+
+
+def test_the_same_walk_keeps_the_depth_limit() -> None:
+    def nested(levels: int) -> dict[str, Any]:
+        """Objects and arrays in turn, the outermost an object, the leaf at `levels`."""
+        value: Any = 1.0
+        for i in range(levels - 1):
+            value = [value] if (levels - i) % 2 else {"a": value}
+        assert isinstance(value, dict)
+        return value
+
+    for levels, ok in ((2, True), (16, True), (17, False), (40, False)):
+        result = validate_event(event(metadata=nested(levels)), 0, NOW)
+        assert isinstance(result, EventIn) is ok, (levels, result)
+        if not ok:
+            assert isinstance(result, list)
+            assert (result[0].field, result[0].message) == (
+                "metadata",
+                "nests deeper than 16 levels",
+            )

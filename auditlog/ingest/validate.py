@@ -248,16 +248,18 @@ def _scan(raw: dict[str, Any], errors: _Errors) -> bool:
                 if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
                     errors.add(_at(path, key), _BIG_NUMBER)
             elif kind is float:
-                if not math.isfinite(value):  # orjson.loads refuses them: for other callers
-                    errors.add(_at(path, key), "must be a finite number")
-                elif _INTEGER_DIGITS_FROM <= abs(value) < _EXPONENT_FROM:
-                    errors.add(_at(path, key), _BIG_NUMBER)
-                else:
+                if -_INTEGER_DIGITS_FROM < value < _INTEGER_DIGITS_FROM:  # most floats
                     form = float_for_orjson(value)
                     if form is None:
                         plain = False
                     elif form is not value:
                         container[key] = form
+                elif not math.isfinite(value):  # orjson.loads refuses them: for other callers
+                    errors.add(_at(path, key), "must be a finite number")
+                elif abs(value) < _EXPONENT_FROM:
+                    errors.add(_at(path, key), _BIG_NUMBER)
+                elif float_for_orjson(value) is None:
+                    plain = False
             elif kind is dict or kind is list:
                 stack.append((value, depth + 1, _at(path, key)))
     return plain
