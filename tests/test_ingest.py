@@ -325,3 +325,22 @@ async def test_service_actions_are_refused_from_every_key(
             assert (error["index"], error["field"]) == (1, "action"), error
             assert "audit_log.*" in error["message"] and "service" in error["message"]
     assert await stored_count(services, workspace.id) == before
+
+
+async def test_a_nul_character_is_refused_naming_the_field(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """PostgreSQL text cannot hold U+0000: a clear 422, never a 500, and nothing stored."""
+    before = await stored_count(services, workspace.id)
+    cases = [
+        ("actor.id", event(actor={"type": "USER", "id": "u\x001"})),
+        ("actor.email", event(actor={"type": "USER", "id": "u", "email": "a\x00@b.io"})),
+        ("targets[0].id", event(targets=[{"type": "file", "id": "f\x00"}])),
+    ]
+    for field, bad in cases:
+        response = await workspace.ingest([event(), bad])
+        assert response.status_code == 422, (field, response.text)
+        (error,) = response.json()["errors"]
+        assert (error["index"], error["field"]) == (1, field), error
+        assert "NUL" in error["message"]
+    assert await stored_count(services, workspace.id) == before

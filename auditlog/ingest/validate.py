@@ -123,6 +123,9 @@ def _opt_str(obj: dict[str, Any], key: str, path: str, errors: _Errors) -> str |
     if len(value) > MAX_STRING:
         errors.add(path, f"must be at most {MAX_STRING} characters")
         return None
+    if "\x00" in value:  # PostgreSQL text cannot hold it (these are stored as columns too)
+        errors.add(path, "must not contain the NUL character (U+0000)")
+        return None
     return value
 
 
