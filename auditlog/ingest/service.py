@@ -4,7 +4,7 @@ transaction, or refused whole with every error named.
 Policy: all or nothing. Idempotent on (workspace, id): an id already stored,
 or repeated inside the batch, is reported as a duplicate and stored once.
 After commit, each touched workspace's channel is notified; the notification
-carries no event (the database is the only truth, DESIGN.md invariant 1).
+carries no event (the database is the only truth: docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def runtime_server_settings() -> dict[str, str]:
         "role": RUNTIME_ROLE,
         "application_name": "auditlog",
         "TimeZone": "UTC",
-        # Generic plans on a partitioned table can lose partition pruning (DESIGN.md);
+        # Generic plans on a partitioned table can lose partition pruning (docs/architecture.md);
         # only page reads that suit them ask for them (acquire_with_plans).
         "plan_cache_mode": CUSTOM_PLANS,
     }

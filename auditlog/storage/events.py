@@ -3,7 +3,7 @@
 Positions: every event has (occurred_at, seq) for newest-first reading, and
 (xid, seq) for ingest order. Readers that resume in ingest order only read
 below the safe watermark (SAFE_WATERMARK), so an event whose transaction
-commits late is never skipped (DESIGN.md, 3).
+commits late is never skipped (docs/architecture.md).
 """
 
 from __future__ import annotations

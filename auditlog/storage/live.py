@@ -2,7 +2,7 @@
 
 Like `read_events_since` (the same `INGEST_ORDER_AFTER`), only rows below the
 safe watermark are returned, so a reader that resumes after the last row it
-saw never skips a transaction that committed late (DESIGN.md, invariant 3).
+saw never skips a transaction that committed late (docs/architecture.md, the safe watermark).
 The filter columns come along so the live tail can apply every subscriber's
 filter in Python without parsing JSON.
 """

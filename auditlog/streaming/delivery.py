@@ -2,7 +2,7 @@
 
 Policy:
 - Read the workspace's events after the destination's cursor, in ingest order,
-  only below the safe watermark (DESIGN.md invariant 3); keep those of the
+  only below the safe watermark (docs/architecture.md, the safe watermark); keep those of the
   destination's categories; cut them into batches the sink accepts (events
   and bytes); send each; move the cursor only after the sink acknowledged.
   At least once: a crash between acknowledgement and cursor update resends.

@@ -2,7 +2,7 @@
 -- workers that share them.
 --
 -- A destination's cursor (cursor_xid, cursor_seq) is a position in ingest order
--- (DESIGN.md invariant 3); it only moves after the sink acknowledged. The lease
+-- (docs/architecture.md, the safe watermark); it only moves after the sink acknowledged. The lease
 -- (lease_owner, lease_until) lets one worker at a time deliver a destination;
 -- a dead worker's lease simply expires. Credentials live in `secrets`,
 -- encrypted with AUDITLOG_SECRET_KEY; `config` holds only what may be shown.
