@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from auditlog.auth import ROLES, hash_secret, new_key_material
 from auditlog.errors import BadInputError, NotFoundError
+from auditlog.ingest.canonical import format_timestamp
 from auditlog.ingest.service import Ingestor, IngestResult
 from auditlog.ingest.service_events import record_service_event
 from auditlog.storage import keys as key_store
+from auditlog.storage import retention as retention_store
 from auditlog.storage import workspaces as ws_store
 
 _WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -57,15 +61,118 @@ async def create_workspace(
             raise BadInputError("name", f"workspace {name!r} already exists") from None
 
 
+@dataclass(frozen=True)
+class PlanChange:
+    row: ws_store.WorkspaceRow
+    previous_retention_days: int | None  # None: it was unlimited
+
+    @property
+    def cut(self) -> bool:
+        """Whether the retention got shorter (what the grace period delays)."""
+        new, old = self.row.retention_days, self.previous_retention_days
+        return new is not None and (old is None or new < old)
+
+
+async def change_plan(
+    pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
+) -> PlanChange:
+    plan, days = plan_retention(plan, retention_days)
+    async with pool.acquire() as conn, conn.transaction():
+        before = await ws_store.lock_workspace(conn, name)
+        row = await ws_store.update_workspace_plan(conn, name, plan, days)
+    if before is None or row is None:
+        raise NotFoundError(f"no workspace {name!r}")
+    return PlanChange(row, before.retention_days)
+
+
 async def set_plan(
     pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
 ) -> ws_store.WorkspaceRow:
-    plan, days = plan_retention(plan, retention_days)
-    async with pool.acquire() as conn:
-        row = await ws_store.update_workspace_plan(conn, name, plan, days)
-    if row is None:
-        raise NotFoundError(f"no workspace {name!r}")
-    return row
+    return (await change_plan(pool, name, plan, retention_days)).row
+
+
+def _days(days: int | None) -> str:
+    return "unlimited" if days is None else f"{days} days"
+
+
+def retention_cut_notice(change: PlanChange, grace_days: int, now: datetime) -> str | None:
+    """When a cut starts deleting (None when the retention did not get shorter)."""
+    if not change.cut:
+        return None
+    head = (
+        f"retention cut from {_days(change.previous_retention_days)} to "
+        f"{_days(change.row.retention_days)}: events older than "
+        f"{_days(change.row.retention_days)} will be purged"
+    )
+    if grace_days == 0:
+        return f"{head} at the next maintenance pass (no grace period)"
+    # Rounded up to the minute: no pass deletes anything before the time shown.
+    start = now + timedelta(days=grace_days)
+    start = datetime.fromtimestamp(math.ceil(start.timestamp() / 60) * 60, UTC)
+    return f"{head} from {start:%Y-%m-%d %H:%M} UTC (after the {grace_days}-day grace period)"
+
+
+HOLD_REASON_MAX = 500
+
+
+async def place_hold(
+    conn: asyncpg.Connection,
+    ingestor: Ingestor,
+    name: str,
+    reason: str,
+    actor: dict[str, Any] | None = None,
+) -> retention_store.HoldRecord:
+    """Place a legal hold on conn, an owner connection (the runtime role may not)."""
+    if not reason.strip() or len(reason) > HOLD_REASON_MAX:
+        raise BadInputError("reason", f"must be 1 to {HOLD_REASON_MAX} characters")
+    async with conn.transaction():
+        await retention_store.lock_holds(conn, name)
+        if await ws_store.read_workspace(conn, name) is None:
+            raise NotFoundError(f"no workspace {name!r}")
+        latest = await retention_store.read_latest_hold(conn, name)
+        if latest is not None and latest.action == "placed":
+            raise BadInputError(
+                "hold",
+                f"workspace {name!r} is already under a legal hold "
+                f"(placed {latest.at:%Y-%m-%d %H:%M} UTC: {latest.reason})",
+            )
+        hold = await retention_store.insert_hold(conn, name, "placed", reason)
+        recorded = await record_service_event(
+            ingestor,
+            name,
+            "audit_log.retention.hold_placed",
+            actor=actor,
+            targets=[{"type": "workspace", "id": name, "name": name}],
+            metadata={"reason": reason},
+            conn=conn,
+        )
+    await ingestor.notify_committed(recorded)
+    return hold
+
+
+async def release_hold(
+    conn: asyncpg.Connection, ingestor: Ingestor, name: str, actor: dict[str, Any] | None = None
+) -> retention_store.HoldRecord:
+    """Lift the legal hold on conn, an owner connection; returns the placement lifted."""
+    async with conn.transaction():
+        await retention_store.lock_holds(conn, name)
+        if await ws_store.read_workspace(conn, name) is None:
+            raise NotFoundError(f"no workspace {name!r}")
+        placed = await retention_store.read_latest_hold(conn, name)
+        if placed is None or placed.action != "placed":
+            raise BadInputError("release", f"workspace {name!r} is not under a legal hold")
+        await retention_store.insert_hold(conn, name, "released", None)
+        recorded = await record_service_event(
+            ingestor,
+            name,
+            "audit_log.retention.hold_released",
+            actor=actor,
+            targets=[{"type": "workspace", "id": name, "name": name}],
+            metadata={"reason": placed.reason, "placedAt": format_timestamp(placed.at)},
+            conn=conn,
+        )
+    await ingestor.notify_committed(recorded)
+    return placed
 
 
 async def create_key(

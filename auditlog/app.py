@@ -77,7 +77,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                     running_worker(services.pool, services.bus, services.settings)
                 )
                 app.state.maintenance = await stack.enter_async_context(
-                    MaintenanceScheduler(services.database_url).running()
+                    MaintenanceScheduler(
+                        services.database_url, grace_days=services.settings.retention_grace_days
+                    ).running()
                 )
                 app.state.sealer = await stack.enter_async_context(
                     Sealer(

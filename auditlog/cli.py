@@ -10,12 +10,14 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
 from auditlog.runtime import Services, migrate, open_services
+from auditlog.storage import retention as retention_store
 from auditlog.storage.database import owner_connection, resolve_database_url
 
 log = logging.getLogger("auditlog")
@@ -50,7 +52,12 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
     async def main() -> int:
         await migrate(url)
-        report = await run_maintenance(url, batch_size=args.batch_size, signer=signer)
+        report = await run_maintenance(
+            url,
+            batch_size=args.batch_size,
+            signer=signer,
+            grace_days=settings.retention_grace_days,
+        )
         print(report.summary())
         return 0
 
@@ -58,20 +65,54 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
+    grace = settings.retention_grace_days
+
     async def action(services: Services) -> int:
+        if args.workspaces_command in ("hold", "release"):
+            return await _hold_or_release(services, args, grace)
+        change = None
         if args.workspaces_command == "create":
             row = await accounts.create_workspace(
                 services.pool, args.name, args.plan, args.retention_days
             )
             verb = "created"
         else:
-            row = await accounts.set_plan(services.pool, args.name, args.plan, args.retention_days)
-            verb = "updated"
+            change = await accounts.change_plan(
+                services.pool, args.name, args.plan, args.retention_days
+            )
+            row, verb = change.row, "updated"
         retention = f"{row.retention_days} days" if row.retention_days else "unlimited"
         print(f"workspace {row.id} {verb}: plan {row.plan}, retention {retention}")
+        if change is not None and change.cut:
+            async with owner_connection(services.database_url) as conn:
+                # Seen now, the cut's grace starts now rather than at the next pass.
+                await retention_store.observe_plan_history(conn)
+                hold = await retention_store.read_latest_hold(conn, row.id)
+            print(accounts.retention_cut_notice(change, grace, datetime.now(UTC)))
+            if hold is not None and hold.action == "placed":
+                print(f"workspace {row.id} is under a legal hold: nothing is purged while it lasts")
         return 0
 
     return _run_with_services(settings, action)
+
+
+async def _hold_or_release(services: Services, args: argparse.Namespace, grace: int) -> int:
+    # Holds are the owner's to write: the runtime role must never lift one.
+    async with owner_connection(services.database_url) as conn:
+        if args.workspaces_command == "hold":
+            await accounts.place_hold(conn, services.ingestor, args.name, args.reason)
+            print(
+                f"legal hold placed on workspace {args.name}: no purge removes its events "
+                f"until `auditlog workspaces release {args.name}`"
+            )
+            return 0
+        placed = await accounts.release_hold(conn, services.ingestor, args.name)
+    resume = f"after the {grace}-day grace period" if grace else "at the next maintenance pass"
+    print(
+        f"legal hold on workspace {args.name} released (placed {placed.at:%Y-%m-%d %H:%M} UTC: "
+        f"{placed.reason}); purges resume {resume}"
+    )
+    return 0
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -272,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     maintain.set_defaults(handler=cmd_maintain)
 
-    ws = sub.add_parser("workspaces", help="create workspaces, change plans")
+    ws = sub.add_parser("workspaces", help="create workspaces, change plans, legal holds")
     ws_sub = ws.add_subparsers(dest="workspaces_command", required=True)
     for name in ("create", "set-plan"):
         p = ws_sub.add_parser(name)
@@ -284,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
             choices=["early_access", "professional", "enterprise"],
         )
         p.add_argument("--retention-days", type=int, default=None)
+    hold = ws_sub.add_parser(
+        "hold", help="place a legal hold: no purge removes the workspace's events"
+    )
+    hold.add_argument("name")
+    hold.add_argument("--reason", required=True, help="why (1 to 500 characters; recorded)")
+    ws_sub.add_parser("release", help="lift the workspace's legal hold").add_argument("name")
     ws.set_defaults(handler=cmd_workspaces)
 
     keys = sub.add_parser("keys", help="create and revoke API keys")

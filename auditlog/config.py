@@ -20,6 +20,8 @@ from auditlog.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+DEFAULT_RETENTION_GRACE_DAYS = 7
+
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
@@ -108,6 +110,9 @@ class Settings:
     signing_key: str | None = None
     log_name: str = "auditlog.local"
     seal_interval_seconds: float = 1.0
+    # A retention cut deletes nothing it would not have deleted before for this
+    # many days (a mistyped set-plan can be undone); holds released wait too.
+    retention_grace_days: int = DEFAULT_RETENTION_GRACE_DAYS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -136,6 +141,9 @@ class Settings:
             signing_key=env.get("AUDITLOG_SIGNING_KEY") or None,
             log_name=_log_name(env.get("AUDITLOG_LOG_NAME") or "auditlog.local"),
             seal_interval_seconds=_positive_float(env, "AUDITLOG_SEAL_INTERVAL_SECONDS", 1.0),
+            retention_grace_days=_count(
+                env, "AUDITLOG_RETENTION_GRACE_DAYS", DEFAULT_RETENTION_GRACE_DAYS, most=365
+            ),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

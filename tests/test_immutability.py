@@ -47,6 +47,13 @@ async def a_partition(services: Services, workspace: WorkspaceKeys) -> str:
         "INSERT INTO retention_purge_log (method, workspace_ids, purged_before, "
         "events_deleted, ids_deleted) VALUES ('rows', '{{x}}', now(), 0, 0)",
         "DELETE FROM workspace_plan_history",
+        # Retention's grace and holds (075_retention_grace.sql) are the owner's too.
+        "SELECT auditlog_observe_plan_history()",
+        "SELECT auditlog_purge_retention_days('{workspace}')",
+        "INSERT INTO workspace_plan_history_seen (workspace_id, changed_at, plan) "
+        "VALUES ('{workspace}', now() - interval '1 year', 'ENTERPRISE')",
+        "INSERT INTO retention_holds (workspace_id, action) VALUES ('{workspace}', 'released')",
+        "DELETE FROM retention_holds",
     ],
 )
 async def test_runtime_role_cannot_alter_drop_or_purge(

@@ -1,6 +1,8 @@
 """`maintain`: expired events removed for good, by partition drop or row purge,
 one runner at a time. Far-past months are used so that no other test's events
-share them (the database is shared by the whole session)."""
+share them (the database is shared by the whole session). These passes run with
+no grace period, as if each cut were older than it (tests/test_retention_grace.py
+has the grace and legal holds)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ SHORTER = 5000  # then shortened: everything before about 2013 expires
 async def maintain(services: Services) -> MaintenanceReport:
     """A pass that ran (retrying while the serving process's own pass holds the lock)."""
     for _ in range(100):
-        report = await run_maintenance(services.database_url, batch_size=7)
+        report = await run_maintenance(services.database_url, batch_size=7, grace_days=0)
         if report.ran:
             return report
         await asyncio.sleep(0.1)
@@ -161,7 +163,7 @@ async def test_two_runners_at_once_do_the_work_once(
     await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
 
     reports = await asyncio.gather(
-        *(run_maintenance(services.database_url, batch_size=3) for _ in range(2))
+        *(run_maintenance(services.database_url, batch_size=3, grace_days=0) for _ in range(2))
     )
 
     assert await rows(owner, "audit_events", ws.id) == 0

@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from auditlog.config import DEFAULT_RETENTION_GRACE_DAYS
 from auditlog.integrity.notes import NoteSigner
 from auditlog.jobs import partitions, retention
 from auditlog.services import integrity as integrity_service
@@ -63,6 +64,10 @@ class MaintenanceReport:
             lines.append(f"maintenance: partition {name} kept for the next pass (lock busy)")
         if not self.retention.purged:
             lines.append("maintenance: nothing expired")
+        if self.retention.held:
+            lines.append(
+                "maintenance: legal hold (nothing purged): " + ", ".join(self.retention.held)
+            )
         lines.append(
             f"maintenance: exports expired over {EXPORT_RECORD_DAYS} days ago removed: "
             f"{self.exports_removed}"
@@ -73,9 +78,14 @@ class MaintenanceReport:
 
 
 async def run_maintenance(
-    database_url: str, *, batch_size: int = retention.BATCH_SIZE, signer: NoteSigner | None = None
+    database_url: str,
+    *,
+    batch_size: int = retention.BATCH_SIZE,
+    signer: NoteSigner | None = None,
+    grace_days: int = DEFAULT_RETENTION_GRACE_DAYS,
 ) -> MaintenanceReport:
-    """One pass, unless another process is running one right now."""
+    """One pass, unless another process is running one right now. A retention cut
+    purges nothing more until it is `grace_days` old (docs/retention.md)."""
     async with owner_connection(database_url) as conn:
         if not await store.try_lock_maintenance(conn, MAINTENANCE_LOCK_KEY):
             log.info("maintenance: another runner holds the lock; skipping this pass")
@@ -86,7 +96,7 @@ async def run_maintenance(
                 results = await integrity_service.seal_all(conn, signer)
                 sealed = sum(r.leaves_added for r in results)
             created = await partitions.run_once(conn)
-            purged = await retention.run_once(conn, batch_size=batch_size)
+            purged = await retention.run_once(conn, batch_size=batch_size, grace_days=grace_days)
             removed = await export_store.delete_exports_expired_before(
                 conn, datetime.now(UTC) - timedelta(days=EXPORT_RECORD_DAYS)
             )

@@ -15,9 +15,12 @@ Policy, per pass:
    transaction holding back the safe watermark of streams and live tail.
    After each batch the purge rests as long as the batch took (PACE), so it
    never takes more than about half of the database's time from ingest.
-Expired means older than the workspace's retention as the database sees it
-now; the bound is computed by the database, never passed in. A downgrade
-therefore applies from the next pass (reads hide expired events at once).
+Expired means older than the LONGEST retention the workspace had at any time
+during the grace window (now - grace .. now), as its append-only plan history
+records it; the bound is computed by the database, never passed in. A cut
+therefore deletes nothing more until it is `grace_days` old, counted from when
+a pass (or the CLI) first saw it; reads hide the events at once all the same. A
+workspace under a legal hold at any time during the window loses nothing.
 Every drop and every workspace purged is logged with counts, in the log, in
 the append-only table retention_purge_log and, in the same transaction, as an
 `audit_log.retention.purged` event of each workspace that lost events, with
@@ -76,15 +79,22 @@ async def _record(
 class RetentionReport:
     purged: list[PurgeRecord] = field(default_factory=list)
     deferred_partitions: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)  # under a legal hold: nothing purged
 
     @property
     def events_deleted(self) -> int:
         return sum(r.events_deleted for r in self.purged)
 
 
-async def run_once(conn: asyncpg.Connection, *, batch_size: int = BATCH_SIZE) -> RetentionReport:
+async def run_once(
+    conn: asyncpg.Connection, *, batch_size: int = BATCH_SIZE, grace_days: int
+) -> RetentionReport:
     """One purge pass on an owner connection (outside any transaction)."""
-    report = RetentionReport()
+    # Every bound of this session follows the grace; changes seen from now on
+    # count from now, one committed late under an old stamp included.
+    await store.set_retention_grace(conn, grace_days)
+    await store.observe_plan_history(conn)
+    report = RetentionReport(held=await store.read_held_workspaces(conn))
     for partition in await store.read_partitions(conn):
         if await store.partition_expired(conn, partition.name):
             await _drop_partition(conn, partition, batch_size, report)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from auditlog.config import DEFAULT_RETENTION_GRACE_DAYS
 from auditlog.jobs.maintenance import MaintenanceReport, run_maintenance
 
 log = logging.getLogger(__name__)
@@ -22,16 +23,21 @@ MAINTENANCE_INTERVAL_SECONDS = 600.0
 
 class MaintenanceScheduler:
     def __init__(
-        self, database_url: str, *, interval: float = MAINTENANCE_INTERVAL_SECONDS
+        self,
+        database_url: str,
+        *,
+        interval: float = MAINTENANCE_INTERVAL_SECONDS,
+        grace_days: int = DEFAULT_RETENTION_GRACE_DAYS,
     ) -> None:
         self._database_url = database_url
         self._interval = interval
+        self._grace_days = grace_days
         self.passes: list[MaintenanceReport] = []
 
     async def _loop(self) -> None:
         while True:
             try:
-                report = await run_maintenance(self._database_url)
+                report = await run_maintenance(self._database_url, grace_days=self._grace_days)
                 self.passes.append(report)
                 self.passes[:] = self.passes[-10:]
             except Exception:  # logged; the next pass tries again

@@ -101,7 +101,8 @@ async def read_limited_workspaces(conn: asyncpg.Connection) -> list[LimitedWorks
 
 
 async def read_purge_bound(conn: asyncpg.Connection, workspace_id: str) -> datetime | None:
-    """The workspace's retention bound now: older events are expired (None: unlimited)."""
+    """The workspace's purge bound now: older events are expired. It follows the
+    longest retention in force during the grace window; None: nothing may go."""
     bound: datetime | None = await conn.fetchval(
         "SELECT auditlog_purge_bound($1, NULL)", workspace_id
     )
@@ -165,6 +166,78 @@ async def read_purge_records(conn: asyncpg.Connection, workspace_id: str) -> lis
         )
         for r in records
     ]
+
+
+async def set_retention_grace(conn: asyncpg.Connection, days: int) -> None:
+    """The grace period the purge functions apply on this (owner) session."""
+    await conn.execute(
+        "SELECT set_config('auditlog.retention_grace_days', $1, false)", str(int(days))
+    )
+
+
+async def observe_plan_history(conn: asyncpg.Connection) -> int:
+    """Mark the plan changes no pass has seen yet as seen now: a cut counts from
+    then (075_retention_grace.sql). Returns how many were new."""
+    added: int = await conn.fetchval("SELECT auditlog_observe_plan_history()")
+    return added
+
+
+async def read_held_workspaces(conn: asyncpg.Connection) -> list[str]:
+    """Workspaces held at some time during the grace window: nothing of theirs is purged."""
+    records = await conn.fetch(
+        "SELECT DISTINCT workspace_id FROM retention_holds "
+        "WHERE auditlog_retention_held(workspace_id) ORDER BY workspace_id"
+    )
+    return [r["workspace_id"] for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRecord:
+    """One placement or release of a legal hold."""
+
+    workspace_id: str
+    action: str  # "placed" or "released"
+    reason: str | None
+    at: datetime
+    by: str
+
+
+def _hold(record: asyncpg.Record) -> HoldRecord:
+    return HoldRecord(
+        record["workspace_id"], record["action"], record["reason"], record["at"], record["by"]
+    )
+
+
+async def lock_holds(conn: asyncpg.Connection, workspace_id: str) -> None:
+    """Take the workspace's hold lock (the table's trigger takes the same) until commit."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('auditlog_retention_hold'), hashtext($1))",
+        workspace_id,
+    )
+
+
+async def read_latest_hold(conn: asyncpg.Connection, workspace_id: str) -> HoldRecord | None:
+    """The workspace's latest hold row: held now when it is a placement."""
+    record = await conn.fetchrow(
+        """SELECT workspace_id, action, reason, at, by FROM retention_holds
+           WHERE workspace_id = $1 ORDER BY id DESC LIMIT 1""",
+        workspace_id,
+    )
+    return _hold(record) if record else None
+
+
+async def insert_hold(
+    conn: asyncpg.Connection, workspace_id: str, action: str, reason: str | None
+) -> HoldRecord:
+    record = await conn.fetchrow(
+        """INSERT INTO retention_holds (workspace_id, action, reason) VALUES ($1, $2, $3)
+           RETURNING workspace_id, action, reason, at, by""",
+        workspace_id,
+        action,
+        reason,
+    )
+    assert record is not None
+    return _hold(record)
 
 
 async def try_lock_maintenance(conn: asyncpg.Connection, key: int) -> bool:

@@ -65,6 +65,15 @@ async def update_workspace_plan(
     return _row(record) if record else None
 
 
+async def lock_workspace(conn: asyncpg.Connection, workspace_id: str) -> WorkspaceRow | None:
+    """The workspace as it is, locked against other changes until the transaction ends."""
+    record = await conn.fetchrow(
+        "SELECT id, plan, retention_days, created_at FROM workspaces WHERE id = $1 FOR UPDATE",
+        workspace_id,
+    )
+    return _row(record) if record else None
+
+
 async def read_workspace(conn: asyncpg.Connection, workspace_id: str) -> WorkspaceRow | None:
     record = await conn.fetchrow(
         "SELECT id, plan, retention_days, created_at FROM workspaces WHERE id = $1",
