@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -29,6 +29,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ExportCounters:
+    """Counts of this process's costly export work, for operators (and the tests that
+    check the limits hold): plans started (one scan of the matching rows each)."""
+
+    plans_started: int = 0
+
+
+@dataclass
 class Services:
     settings: Settings
     database_url: str
@@ -43,6 +51,7 @@ class Services:
     download_slots: asyncio.Semaphore
     signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
+    export_counters: ExportCounters = field(default_factory=ExportCounters)
 
 
 def download_slots_for(pool_size: int) -> int:

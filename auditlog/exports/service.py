@@ -73,6 +73,7 @@ async def create_export(
             )
         workspace = await read_workspace(conn, workspace_id)
         retention_start = workspace.retention_start(now) if workspace else None
+        services.export_counters.plans_started += 1
         plan = await export_store.plan_export(
             conn, workspace_id, criteria, retention_start=retention_start, part_size=part_size
         )
