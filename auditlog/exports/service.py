@@ -195,11 +195,13 @@ async def stream_part(
 ) -> AsyncGenerator[list[str], None]:
     """One part's stored payloads in batches; holds one pooled connection while it runs.
 
-    Downloads take a slot first (services.download_slots): past that many at
-    once, a download waits for one to end (its response has started; its
-    first bytes come later) instead of taking a connection the API needs.
+    Downloads take a slot first (services.download_slots, within the
+    workspace's share): past that many at once, a download waits for one to end
+    (its response has started; its first bytes come later) instead of taking a
+    connection the API needs.
     """
-    async with services.download_slots, services.pool.acquire() as conn:
+    slot = services.download_slots.slot(row.workspace_id)
+    async with slot, services.pool.acquire() as conn:
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
