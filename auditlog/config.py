@@ -54,6 +54,13 @@ def _count(env: dict[str, str], name: str, default: int, *, most: int) -> int:
     return int(raw)
 
 
+def _at_least_one(env: dict[str, str], name: str, default: int, *, most: int) -> int:
+    raw = (env.get(name) or str(default)).strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise ConfigError(f"{name}: must be a whole number between 1 and {most}")
+    return int(raw)
+
+
 def _public_url(raw: str | None) -> str | None:
     """An absolute http(s) URL without query or fragment, without a trailing slash."""
     if raw is None:
@@ -102,6 +109,12 @@ class Settings:
     # export numbers every matching row once, so this bounds the load one
     # workspace's scripts can put on the database.
     exports_per_minute: int = 10
+    # Export downloads of one workspace at once in a process (at most one fewer than
+    # the process's download slots, so one workspace never takes them all).
+    downloads_per_workspace: int = 2
+    # A download whose client has accepted nothing for this long (its next chunk could
+    # not be written) is aborted: it gives back its slot, connection and snapshot.
+    download_idle_seconds: float = 30.0
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
@@ -138,6 +151,10 @@ class Settings:
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
             public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
             exports_per_minute=_count(env, "AUDITLOG_EXPORTS_PER_MINUTE", 10, most=100_000),
+            downloads_per_workspace=_at_least_one(
+                env, "AUDITLOG_DOWNLOADS_PER_WORKSPACE", 2, most=1000
+            ),
+            download_idle_seconds=_positive_float(env, "AUDITLOG_DOWNLOAD_IDLE_SECONDS", 30.0),
             signing_key=env.get("AUDITLOG_SIGNING_KEY") or None,
             log_name=_log_name(env.get("AUDITLOG_LOG_NAME") or "auditlog.local"),
             seal_interval_seconds=_positive_float(env, "AUDITLOG_SEAL_INTERVAL_SECONDS", 1.0),

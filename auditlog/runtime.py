@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -29,6 +29,66 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class ExportCounters:
+    """Counts of this process's costly export work, for operators (and the tests that
+    check the limits hold): plans started (one scan of the matching rows each)."""
+
+    plans_started: int = 0
+    downloads_aborted_idle: int = 0  # their client stopped reading (download_idle_seconds)
+
+
+@dataclass
+class _WorkspaceDownloads:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # downloads holding or waiting for one of the workspace's slots
+    active: int = 0  # those holding one
+
+
+class DownloadSlots:
+    """Export downloads streaming at once in this process: at most `total`, and at
+    most `per_workspace` of one workspace, which is kept below the total, so one
+    workspace's downloads (a client that stopped reading, say) never take every
+    slot and stall every other workspace's.
+
+    A download waits for its workspace's slot first, then for one of the total:
+    a workspace at its cap queues behind itself, never ahead of the others.
+    """
+
+    def __init__(self, total: int, per_workspace: int) -> None:
+        self.total = total
+        self.per_workspace = max(1, min(per_workspace, total - 1))
+        self._all = asyncio.Semaphore(total)
+        self._workspaces: dict[str, _WorkspaceDownloads] = {}
+
+    @asynccontextmanager
+    async def slot(self, workspace_id: str) -> AsyncIterator[None]:
+        mine = self._workspaces.get(workspace_id)
+        if mine is None:
+            mine = self._workspaces[workspace_id] = _WorkspaceDownloads(
+                asyncio.Semaphore(self.per_workspace)
+            )
+        mine.users += 1
+        try:
+            async with mine.semaphore, self._all:
+                mine.active += 1
+                try:
+                    yield
+                finally:
+                    mine.active -= 1
+        finally:
+            mine.users -= 1
+            if not mine.users:  # nobody holds or waits: forget the workspace
+                del self._workspaces[workspace_id]
+
+    def active(self, workspace_id: str | None = None) -> int:
+        """Downloads streaming now: of one workspace, or of all."""
+        if workspace_id is not None:
+            mine = self._workspaces.get(workspace_id)
+            return mine.active if mine else 0
+        return sum(w.active for w in self._workspaces.values())
+
+
+@dataclass
 class Services:
     settings: Settings
     database_url: str
@@ -40,9 +100,10 @@ class Services:
     sessions: SessionTokens
     # Export downloads hold a pooled connection while they stream; at most
     # download_slots_for(pool size) do at once, so they never take the whole pool.
-    download_slots: asyncio.Semaphore
+    download_slots: DownloadSlots
     signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
+    export_counters: ExportCounters = field(default_factory=ExportCounters)
 
 
 def download_slots_for(pool_size: int) -> int:
@@ -81,7 +142,9 @@ async def open_services(
             ingestor=ingestor,
             cursors=CursorCodec(settings.secret_key),
             sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
-            download_slots=asyncio.Semaphore(download_slots_for(pool_size)),
+            download_slots=DownloadSlots(
+                download_slots_for(pool_size), settings.downloads_per_workspace
+            ),
             signing_keys=signing_keys,
         )
     finally:

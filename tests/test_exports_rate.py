@@ -5,12 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from auditlog.auth import Principal
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
+from auditlog.exports import service as export_service
+from auditlog.runtime import Services
+from auditlog.storage.events import EventFilter
 from tests.conftest import (
+    WorkspaceKeys,
     create_workspace_keys,
     event,
     make_settings,
@@ -81,3 +87,60 @@ def test_the_limit_is_configurable_and_checked() -> None:
     for bad in ("-1", "ten", "1.5", "100001"):
         with pytest.raises(ConfigError, match="AUDITLOG_EXPORTS_PER_MINUTE"):
             Settings.from_env({"AUDITLOG_EXPORTS_PER_MINUTE": bad})
+
+
+async def test_at_most_the_limit_of_scans_run_under_a_burst(
+    workspace: WorkspaceKeys, services: Services
+) -> None:
+    """Thirty creations at once through the HTTP endpoint, limit 10: ten are planned
+    (each plan scans every matching row) and stored; twenty are refused before any
+    scan, each saying when to retry. Counted by the service's own plan counter."""
+    limit = services.settings.exports_per_minute
+    assert limit == 10
+    batch = [event("file.uploaded", metadata={"n": i}) for i in range(500)]
+    assert (await workspace.ingest(batch)).status_code == 202
+    scans_before = services.export_counters.plans_started
+    bodies = await asyncio.gather(
+        *(workspace.gql(CREATE, {"input": {"format": "CSV"}}) for _ in range(30))
+    )
+    scans = services.export_counters.plans_started - scans_before
+    created = [b for b in bodies if "errors" not in b]
+    refused = [b["errors"][0] for b in bodies if "errors" in b]
+    assert len(created) == limit
+    assert {e["extensions"]["code"] for e in refused} == {"RATE_LIMITED"}
+    assert len(refused) == 30 - limit
+    assert all(1 <= e["extensions"]["retryAfter"] <= 60 for e in refused)
+    assert scans == limit, f"{scans} scans ran for {limit} exports"
+    async with services.pool.acquire() as conn:
+        assert await conn.fetchval(COUNT_EXPORTS, workspace.id) == limit
+        assert await conn.fetchval(COUNT_EVENTS, workspace.id) == limit
+
+
+async def test_a_creation_cancelled_while_planning_gives_its_place_back(
+    workspace: WorkspaceKeys, services: Services, owner: asyncpg.Connection
+) -> None:
+    """The request goes away while its scan waits (here on a table lock held by the
+    test): nothing is stored and its reservation no longer counts."""
+    principal = Principal(workspace_id=workspace.id, role="admin", key_id="key_test")
+    reservations = "SELECT count(*) FROM export_reservations WHERE workspace_id = $1"
+    async with owner.transaction():
+        await owner.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        creating = asyncio.ensure_future(
+            export_service.create_export(
+                services, principal, workspace.id, EventFilter(), {}, "CSV"
+            )
+        )
+        for _ in range(100):
+            if await owner.fetchval(reservations, workspace.id) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await owner.fetchval(reservations, workspace.id) == 1  # reserved, now planning
+        creating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await creating
+    for _ in range(100):
+        if await owner.fetchval(reservations, workspace.id) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await owner.fetchval(reservations, workspace.id) == 0
+    assert await owner.fetchval(COUNT_EXPORTS, workspace.id) == 0

@@ -4,29 +4,94 @@ GET /v1/exports/{workspace}/{export}/proof: a signed link streams the proof bund
 The file is written batch by batch from a server-side cursor into the response,
 never built in memory and never resolved through GraphQL; the bundle a batch
 of proofs at a time. A link that was altered or has expired is refused with 403
-before anything is looked up.
+before anything is looked up. A client that stops reading is dropped after
+the configured idle time (DownloadResponse), so it cannot keep a download slot.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Message, Send
 
 from auditlog.endpoints.common import json_response, services_of
 from auditlog.exports import proofs
 from auditlog.exports import service as export_service
 from auditlog.exports.formats import FORMATS, encode
 from auditlog.exports.links import ExportLinks
+from auditlog.runtime import Services
 from auditlog.storage.exports import ExportRow
+
+log = logging.getLogger(__name__)
 
 # Said the same for every refused link, file or bundle: it never tells whether the export exists.
 _FORBIDDEN = {"error": "forbidden", "message": "this download link is invalid or has expired"}
 _GONE = {"error": "not_found", "message": "this export is gone"}
 # A bundle still PENDING after the wait: the sealer is behind or stopped; ask again later.
 PENDING_RETRY_AFTER = 5
+
+
+class DownloadResponse(StreamingResponse):
+    """A streamed download that gives up on a client that stopped reading.
+
+    When the connection cannot take the next chunk for `download_idle_seconds`
+    (its client has accepted too little to make room for it), the download ends
+    there: the response is left incomplete, so the server closes the connection
+    and the client sees a cut transfer, never a shorter file that looks whole;
+    the body is closed at once, giving back its download slot, its pooled
+    connection and its snapshot.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, services: Services, what: str, **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._idle = services.settings.download_idle_seconds
+        self._counters = services.export_counters
+        self._what = what
+
+    async def stream_response(self, send: Send) -> None:
+        body = self.body_iterator
+        try:
+            start = {"type": "http.response.start", "status": self.status_code}
+            if not await self._send(send, {**start, "headers": self.raw_headers}):
+                return
+            async for chunk in body:
+                data = chunk.encode(self.charset) if isinstance(chunk, str) else chunk
+                message = {"type": "http.response.body", "body": data, "more_body": True}
+                if not await self._send(send, message):
+                    return
+            await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            # Closed now, not when the generator is collected; shielded so that a
+            # response cancelled because the client left still closes it whole.
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    async def _send(self, send: Send, message: Message) -> bool:
+        """Hand one message to the server; False when it could not take it in time."""
+        try:
+            async with asyncio.timeout(self._idle):
+                await send(message)
+        except TimeoutError:
+            self._counters.downloads_aborted_idle += 1
+            log.warning(
+                "export download aborted: the client of %s accepted no data for %g s",
+                self._what,
+                self._idle,
+            )
+            return False
+        return True
 
 
 def _stem(row: ExportRow) -> str:
@@ -72,8 +137,10 @@ async def download_export_part(request: Request) -> Response:
         head = Response(media_type=file_format.media_type, headers=headers)
         del head.headers["content-length"]  # unknown until the file is streamed
         return head
-    return StreamingResponse(
+    return DownloadResponse(
         encode(file_format, export_service.stream_part(services, row, number)),
+        services=services,
+        what=f"part {number} of export {row.id} (workspace {row.workspace_id})",
         media_type=file_format.media_type,
         headers=headers,
     )
@@ -119,8 +186,10 @@ async def download_export_proof(request: Request) -> Response:
             503,
             headers={"Retry-After": str(PENDING_RETRY_AFTER), "Cache-Control": "no-store"},
         )
-    return StreamingResponse(
+    return DownloadResponse(
         proofs.stream_bundle(services, plan, workspace_id),
+        services=services,
+        what=f"the proof bundle of export {row.id} (workspace {workspace_id})",
         media_type="application/json",
         headers=headers,
     )

@@ -91,7 +91,8 @@ async def stream_bundle(
     """
     checkpoint = plan.checkpoint
     yield bundle.encode_head(plan.origin, checkpoint.verifier_key, checkpoint.signed_note)
-    async with services.download_slots, services.pool.acquire() as conn:
+    slot = services.download_slots.slot(workspace_id)
+    async with slot, services.pool.acquire() as conn:
         builder = integrity_service.ProofBuilder(conn, workspace_id, checkpoint.tree_size)
         for i in range(0, len(plan.events), PROOF_BATCH):
             chunk = plan.events[i : i + PROOF_BATCH]

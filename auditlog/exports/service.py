@@ -11,7 +11,9 @@ default) and never beyond the export's own expiry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import math
 import uuid
 from collections.abc import AsyncGenerator
@@ -28,6 +30,8 @@ from auditlog.runtime import Services
 from auditlog.storage import exports as export_store
 from auditlog.storage.events import EventFilter
 from auditlog.storage.workspaces import read_workspace
+
+log = logging.getLogger(__name__)
 
 PART_SIZE = 10_000
 EXPORT_TTL = timedelta(days=7)
@@ -57,64 +61,75 @@ async def create_export(
 ) -> export_store.ExportRow:
     """Fix the result now and record who exported what; files come on download.
 
-    At most `exports_per_minute` exports per workspace in any 60 seconds: the
-    cheap check runs before planning (the costly part), the exact one under a
-    per-workspace lock in the transaction that writes the export and its
-    audit event together.
+    At most `exports_per_minute` exports per workspace in any 60 seconds. The
+    place is reserved before planning, the costly part (a scan of every matching
+    row), so a burst of requests runs at most that many scans; a plan that fails
+    gives its place back.
     """
     limit = services.settings.exports_per_minute
     now = datetime.now(UTC)
-    async with services.pool.acquire() as conn:
-        if limit:
-            _check_rate(
-                await export_store.exports_created_since(conn, workspace_id, now - RATE_WINDOW),
-                limit,
-                now,
+    export_id = uuid7()
+    if limit:
+        async with services.pool.acquire() as conn:
+            taken = await export_store.reserve_export(
+                conn, workspace_id, export_id, now, now - RATE_WINDOW, limit
             )
-        workspace = await read_workspace(conn, workspace_id)
-        retention_start = workspace.retention_start(now) if workspace else None
-        plan = await export_store.plan_export(
-            conn, workspace_id, criteria, retention_start=retention_start, part_size=part_size
-        )
-    row = export_store.ExportRow(
-        workspace_id=workspace_id,
-        id=uuid7(),
-        format=file_format,
-        filter=shown_filter,
-        criteria=criteria,
-        plan=plan,
-        created_by=principal.as_actor(),
-        created_at=now,
-        expires_at=now + EXPORT_TTL,
-    )
-    async with services.pool.acquire() as conn, conn.transaction():
-        if limit:
-            written = datetime.now(UTC)
-            _check_rate(
-                await export_store.exports_created_since(
-                    conn, workspace_id, written - RATE_WINDOW, lock=True
-                ),
-                limit,
-                written,
+        _check_rate(taken, limit, now)
+    try:
+        async with services.pool.acquire() as conn:
+            workspace = await read_workspace(conn, workspace_id)
+            retention_start = workspace.retention_start(now) if workspace else None
+            services.export_counters.plans_started += 1
+            plan = await export_store.plan_export(
+                conn, workspace_id, criteria, retention_start=retention_start, part_size=part_size
             )
-        result = await record_service_event(
-            services.ingestor,
-            workspace_id,
-            "audit_log.export.created",
-            actor=principal.as_actor(),
-            targets=[{"type": "export", "id": str(row.id), "name": None}],
-            metadata={
-                "exportId": str(row.id),
-                "format": file_format,
-                "filter": shown_filter,
-                "rowCount": plan.row_count,
-                "files": row.part_count,
-            },
-            conn=conn,
+        row = export_store.ExportRow(
+            workspace_id=workspace_id,
+            id=export_id,
+            format=file_format,
+            filter=shown_filter,
+            criteria=criteria,
+            plan=plan,
+            created_by=principal.as_actor(),
+            created_at=now,
+            expires_at=now + EXPORT_TTL,
         )
-        await export_store.insert_export(conn, row)
+        async with services.pool.acquire() as conn, conn.transaction():
+            result = await record_service_event(
+                services.ingestor,
+                workspace_id,
+                "audit_log.export.created",
+                actor=principal.as_actor(),
+                targets=[{"type": "export", "id": str(row.id), "name": None}],
+                metadata={
+                    "exportId": str(row.id),
+                    "format": file_format,
+                    "filter": shown_filter,
+                    "rowCount": plan.row_count,
+                    "files": row.part_count,
+                },
+                conn=conn,
+            )
+            await export_store.insert_export(conn, row)
+            # The stored export counts from now on, in place of its reservation.
+            await export_store.release_export_reservation(conn, workspace_id, export_id)
+    except BaseException:
+        # Nothing was stored (cancelled, or the database failed): the place is free again.
+        # Shielded, so a cancelled request still gives it back.
+        if limit:
+            await asyncio.shield(_release(services, workspace_id, export_id))
+        raise
     await services.ingestor.notify_committed(result)
     return row
+
+
+async def _release(services: Services, workspace_id: str, export_id: uuid.UUID) -> None:
+    try:
+        async with services.pool.acquire() as conn:
+            await export_store.release_export_reservation(conn, workspace_id, export_id)
+    except Exception:
+        # It stops counting at the end of the rate window all the same.
+        log.warning("could not give back the export reservation %s", export_id, exc_info=True)
 
 
 def _check_rate(created: list[datetime], limit: int, now: datetime) -> None:
@@ -180,11 +195,13 @@ async def stream_part(
 ) -> AsyncGenerator[list[str], None]:
     """One part's stored payloads in batches; holds one pooled connection while it runs.
 
-    Downloads take a slot first (services.download_slots): past that many at
-    once, a download waits for one to end (its response has started; its
-    first bytes come later) instead of taking a connection the API needs.
+    Downloads take a slot first (services.download_slots, within the
+    workspace's share): past that many at once, a download waits for one to end
+    (its response has started; its first bytes come later) instead of taking a
+    connection the API needs.
     """
-    async with services.download_slots, services.pool.acquire() as conn:
+    slot = services.download_slots.slot(row.workspace_id)
+    async with slot, services.pool.acquire() as conn:
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None

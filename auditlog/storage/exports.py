@@ -137,33 +137,74 @@ async def plan_export(
     return ExportPlan(snapshot, retention_start, count, part_size, ends)
 
 
-# Advisory lock class for "one export creation at a time per workspace" (the
+# Advisory lock class for "one export reservation at a time per workspace" (the
 # two-key form: its keys never meet the one-key locks used elsewhere).
 _EXPORT_LOCK_CLASS = 0x0A0E
 
 
-async def exports_created_since(
-    conn: asyncpg.Connection, workspace_id: str, since: datetime, *, lock: bool = False
+async def reserve_export(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    export_id: uuid.UUID,
+    at: datetime,
+    since: datetime,
+    limit: int,
 ) -> list[datetime]:
-    """When each of the workspace's exports created at or after `since` was created,
-    oldest first. With `lock` (inside a transaction), first wait for any other
-    transaction creating an export for this workspace, so that a count followed
-    by an insert cannot be raced. Ids are UUIDv7, time-ordered: the primary
+    """Take one of the workspace's `limit` creations allowed since `since`, for the
+    export `export_id` created `at`, unless all are taken.
+
+    Returns when each creation counted against the allowance was made (exports
+    stored and reservations not yet written), oldest first, as it stood before
+    this one: fewer than `limit` means the reservation was made. Runs in its own
+    transaction, under a per-workspace lock, so a count followed by an insert
+    cannot be raced by another process. Ids are UUIDv7, time-ordered: the primary
     key's range from `since` is all that is read."""
-    if lock:
+    floor = uuid.UUID(int=(int(since.timestamp() * 1000) - 1) << 80)
+    async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))", _EXPORT_LOCK_CLASS, workspace_id
         )
-    floor = uuid.UUID(int=(int(since.timestamp() * 1000) - 1) << 80)
-    records = await conn.fetch(
-        """SELECT created_at FROM exports
-           WHERE workspace_id = $1 AND id >= $2 AND created_at >= $3
-           ORDER BY created_at""",
+        # Reservations of creations that died without giving theirs back no longer count.
+        await conn.execute(
+            "DELETE FROM export_reservations WHERE workspace_id = $1 AND reserved_at < $2",
+            workspace_id,
+            since,
+        )
+        # One statement, one snapshot: an export written meanwhile (its reservation
+        # removed in the same transaction) is counted once, never twice or not at all.
+        records = await conn.fetch(
+            """SELECT created_at FROM exports
+                   WHERE workspace_id = $1 AND id >= $2 AND created_at >= $3
+               UNION ALL
+               SELECT reserved_at FROM export_reservations
+                   WHERE workspace_id = $1 AND reserved_at >= $3
+               ORDER BY 1""",
+            workspace_id,
+            floor,
+            since,
+        )
+        taken = [r[0] for r in records]
+        if len(taken) < limit:
+            await conn.execute(
+                "INSERT INTO export_reservations (workspace_id, id, reserved_at)"
+                " VALUES ($1, $2, $3)",
+                workspace_id,
+                export_id,
+                at,
+            )
+    return taken
+
+
+async def release_export_reservation(
+    conn: asyncpg.Connection, workspace_id: str, export_id: uuid.UUID
+) -> None:
+    """Give a reservation back: its export was written (call it in that transaction),
+    or its planning failed."""
+    await conn.execute(
+        "DELETE FROM export_reservations WHERE workspace_id = $1 AND id = $2",
         workspace_id,
-        floor,
-        since,
+        export_id,
     )
-    return [r["created_at"] for r in records]
 
 
 async def delete_exports_expired_before(conn: asyncpg.Connection, before: datetime) -> int:
