@@ -4,8 +4,8 @@
 The date and hour are the first event's occurred_at (UTC); names come from the
 batch's first and last seq. A checkpoint is the signed note as text/plain at
 `<prefix>/workspace=<id>/checkpoints/<tree size, 20 digits>.checkpoint`
-(a retry rewrites the same object). A retry is cut again from the cursor and may land
-under another name, so consumers deduplicate on event ids. With a
+(resending rewrites the same object). A retried batch is cut again from the
+cursor and may land under another name, so consumers deduplicate on event ids. With a
 custom endpointUrl its address is checked before every request; aiobotocore
 makes the connection itself, so a DNS change between that check and its
 connection is not caught the way the HTTP sinks catch it.
