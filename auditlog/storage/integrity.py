@@ -219,6 +219,41 @@ async def read_latest_checkpoint(
     return _checkpoint(row) if row else None
 
 
+@dataclass(frozen=True, slots=True)
+class CoveringCheckpoint:
+    """A checkpoint and the ingest position (xid, seq) of the last event it covers."""
+
+    checkpoint: StoredCheckpoint
+    last_xid: int
+    last_seq: int
+
+
+async def read_latest_checkpoint_covering(
+    conn: asyncpg.Connection, workspace_id: str, above_size: int
+) -> CoveringCheckpoint | None:
+    """The latest checkpoint if its tree size is above `above_size`, with where its last
+    leaf sits in ingest order.
+
+    Every seal ends its last run at the size it signs, so the run holding leaf
+    size - 1 ends there and its last position is that leaf's.
+    """
+    row = await conn.fetchrow(
+        f"""SELECT c.*, l.last_xid::text::bigint AS last_xid, l.last_seq
+            FROM (SELECT {_CHECKPOINT_COLUMNS} FROM integrity_checkpoints
+                  WHERE workspace_id = $1 ORDER BY tree_size DESC LIMIT 1) AS c
+            CROSS JOIN LATERAL (
+                SELECT r.last_xid, r.last_seq FROM integrity_leaves r
+                WHERE r.workspace_id = $1 AND r.start_index < c.tree_size
+                ORDER BY r.start_index DESC LIMIT 1) AS l
+            WHERE c.tree_size > $2""",
+        workspace_id,
+        above_size,
+    )
+    if row is None:
+        return None
+    return CoveringCheckpoint(_checkpoint(row), row["last_xid"], row["last_seq"])
+
+
 async def read_checkpoint(
     conn: asyncpg.Connection, workspace_id: str, tree_size: int
 ) -> StoredCheckpoint | None:

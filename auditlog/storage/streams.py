@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 
 _COLUMNS = """workspace_id, id, name, kind, categories, config, secrets, status, generation,
-    cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at"""
+    cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at,
+    checkpoint_size, checkpoint_delivered_at"""
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class DestinationRow:
     attempts: int
     retry_at: datetime | None
     created_at: datetime
+    checkpoint_size: int  # tree size of the last acknowledged checkpoint; 0 before the first
+    checkpoint_delivered_at: datetime | None
 
 
 def _row(r: asyncpg.Record) -> DestinationRow:
@@ -56,6 +59,8 @@ def _row(r: asyncpg.Record) -> DestinationRow:
         attempts=r["attempts"],
         retry_at=r["retry_at"],
         created_at=r["created_at"],
+        checkpoint_size=r["checkpoint_size"],
+        checkpoint_delivered_at=r["checkpoint_delivered_at"],
     )
 
 
@@ -271,6 +276,17 @@ async def release_lease(conn: asyncpg.Connection, worker_id: str, key: Destinati
     )
 
 
+def _acknowledged(delivered: str, generation: str) -> str:
+    """SET clauses of an acknowledged send: it clears the error state, unless the
+    definition changed meanwhile (the new generation keeps its own fresh state)."""
+    return f"""status = CASE WHEN {delivered} AND status = 'FAILING' AND generation = {generation}
+                             THEN 'ACTIVE' ELSE status END,
+               last_error = CASE WHEN {delivered} AND generation = {generation}
+                                 THEN NULL ELSE last_error END,
+               attempts = CASE WHEN {delivered} AND generation = {generation}
+                               THEN 0 ELSE attempts END"""
+
+
 async def record_delivery(
     conn: asyncpg.Connection,
     worker_id: str,
@@ -283,18 +299,13 @@ async def record_delivery(
     """Move the cursor after an acknowledged batch (or past filtered-out events),
     extending the lease.
 
-    False when the lease is no longer ours: the caller stops at once. A
-    delivery clears the error state, unless the definition changed meanwhile
-    (the new generation keeps its own fresh state).
+    False when the lease is no longer ours: the caller stops at once.
     """
     result = await conn.execute(
-        """UPDATE stream_destinations SET
+        f"""UPDATE stream_destinations SET
                cursor_xid = $4, cursor_seq = $5,
                last_delivered_at = CASE WHEN $6 THEN now() ELSE last_delivered_at END,
-               status = CASE WHEN $6 AND status = 'FAILING' AND generation = $7
-                             THEN 'ACTIVE' ELSE status END,
-               last_error = CASE WHEN $6 AND generation = $7 THEN NULL ELSE last_error END,
-               attempts = CASE WHEN $6 AND generation = $7 THEN 0 ELSE attempts END,
+               {_acknowledged("$6", "$7")},
                lease_until = now() + make_interval(secs => $8)
            WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()""",
         key.workspace_id,
@@ -303,6 +314,33 @@ async def record_delivery(
         cursor[0],
         cursor[1],
         delivered,
+        generation,
+        lease_seconds,
+    )
+    return bool(result.endswith(" 1"))
+
+
+async def record_checkpoint_delivery(
+    conn: asyncpg.Connection,
+    worker_id: str,
+    key: DestinationKey,
+    generation: int,
+    tree_size: int,
+    lease_seconds: float,
+) -> bool:
+    """Move the checkpoint cursor after the sink acknowledged the checkpoint of
+    `tree_size`, and start the interval until the next; fenced like the event cursor."""
+    result = await conn.execute(
+        f"""UPDATE stream_destinations SET
+               checkpoint_size = greatest(checkpoint_size, $4),
+               checkpoint_delivered_at = now(),
+               {_acknowledged("true", "$5")},
+               lease_until = now() + make_interval(secs => $6)
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()""",
+        key.workspace_id,
+        key.id,
+        worker_id,
+        tree_size,
         generation,
         lease_seconds,
     )

@@ -16,6 +16,13 @@ Policy:
   The retry time lives in the database, so any worker continues the backoff;
   an update or a resume clears it and bumps the generation, which this loop
   notices within one poll and retries at once.
+- Checkpoints: when the workspace's latest signed checkpoint is larger than
+  the destination's checkpoint cursor, at least `checkpoint_interval` after
+  the last one was acknowledged (or before any was), and once the events it
+  covers are delivered (the event cursor passed its last leaf, or nothing
+  final is left to read), that checkpoint alone goes through the sink, with
+  the same retries and failure state as a batch, whatever the categories.
+  Its cursor and time move only after the sink acknowledged, like the events'.
 - Every write is fenced by the lease: a worker that lost it stops.
 """
 
@@ -24,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +41,7 @@ import asyncpg
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
+from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.config import MASK, restore_config
@@ -41,7 +49,7 @@ from auditlog.streaming.credentials import CredentialBox
 from auditlog.streaming.doorbell import WakeEvents
 from auditlog.streaming.netguard import NetworkPolicy
 from auditlog.streaming.sinks import build_sink
-from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget
+from auditlog.streaming.sinks.base import OutCheckpoint, OutEvent, Sink, SinkError, SinkTarget
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class DeliveryOptions:
     poll_seconds: float = 0.5
     send_timeout: float = 10.0
     read_limit: int = 5000
+    checkpoint_interval: float = 60.0  # at least this long between two checkpoints sent
 
     @property
     def send_deadline(self) -> float:
@@ -99,6 +108,11 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 def _out(event: LiveEvent) -> OutEvent:
     return OutEvent(event.xid, event.seq, event.occurred_at, event.payload)
+
+
+def _out_checkpoint(covering: CoveringCheckpoint) -> OutCheckpoint:
+    cp = covering.checkpoint
+    return OutCheckpoint(cp.tree_size, cp.root_hash, cp.signed_note, cp.sealed_at)
 
 
 class DestinationDelivery:
@@ -180,23 +194,53 @@ class DestinationDelivery:
             wait = (row.retry_at - now).total_seconds()
             await self._wait(wake, min(wait, self.options.poll_seconds))
             return True
-        events: list[LiveEvent] = []
-        if await self._ensure_sink(row):
-            async with self.pool.acquire() as conn:
-                # Never an event older than the retention as it is now (docs/retention.md).
-                workspace = await read_workspace(conn, row.workspace_id)
-                # The category comes as a column: no payload is parsed to filter.
-                events = await read_live_events(
-                    conn,
-                    row.workspace_id,
-                    after=(row.cursor_xid, row.cursor_seq),
-                    limit=self.options.read_limit,
-                    retention_start=workspace.retention_start(now) if workspace else None,
-                )
+        if not await self._ensure_sink(row):
+            await self._wait(wake, self.options.poll_seconds)
+            return True
+        async with self.pool.acquire() as conn:
+            checkpoint = (
+                await read_latest_checkpoint_covering(conn, row.workspace_id, row.checkpoint_size)
+                if self._checkpoint_interval_passed(row, now)
+                else None
+            )
+            # Never an event older than the retention as it is now (docs/retention.md).
+            workspace = await read_workspace(conn, row.workspace_id)
+            # The category comes as a column: no payload is parsed to filter.
+            events = await read_live_events(
+                conn,
+                row.workspace_id,
+                after=(row.cursor_xid, row.cursor_seq),
+                limit=self.options.read_limit,
+                retention_start=workspace.retention_start(now) if workspace else None,
+            )
+        # A checkpoint follows the events it covers: the cursor passed its last leaf,
+        # or nothing final is left to read (what is left expired).
+        if checkpoint is not None and (
+            (row.cursor_xid, row.cursor_seq) >= (checkpoint.last_xid, checkpoint.last_seq)
+            or not events
+        ):
+            return await self._deliver_checkpoint(row, _out_checkpoint(checkpoint))
         if not events:
             await self._wait(wake, self.options.poll_seconds)
             return True
         return await self._deliver(row, events)
+
+    def _checkpoint_interval_passed(self, row: store.DestinationRow, now: datetime) -> bool:
+        last = row.checkpoint_delivered_at
+        return last is None or (now - last).total_seconds() >= self.options.checkpoint_interval
+
+    async def _send(self, row: store.DestinationRow, send: Awaitable[int | None]) -> bool:
+        """One send (of a batch or a checkpoint) within the deadline; False when it
+        failed, the failure recorded for the backoff."""
+        try:
+            await asyncio.wait_for(send, timeout=self.options.send_deadline)
+        except TimeoutError:
+            await self._failed(row, SinkError("timed out", retryable=True))
+            return False
+        except SinkError as exc:
+            await self._failed(row, exc)
+            return False
+        return True
 
     async def _deliver(self, row: store.DestinationRow, events: list[LiveEvent]) -> bool:
         assert self.sink is not None
@@ -210,15 +254,7 @@ class DestinationDelivery:
         entries = [sink.encode(e) for e in selected]
         for start, end in plan_batches(entries, sink):
             batch = selected[start:end]
-            try:
-                await asyncio.wait_for(
-                    sink.send(entries[start:end], batch), timeout=self.options.send_deadline
-                )
-            except TimeoutError:
-                await self._failed(row, SinkError("timed out", retryable=True))
-                return True
-            except SinkError as exc:
-                await self._failed(row, exc)
+            if not await self._send(row, sink.send(entries[start:end], batch)):
                 return True
             if not await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True):
                 return False
@@ -226,6 +262,24 @@ class DestinationDelivery:
         if not selected or (selected[-1].xid, selected[-1].seq) != (last.xid, last.seq):
             return await self._advance(row, (last.xid, last.seq), delivered=False)
         return True
+
+    async def _deliver_checkpoint(
+        self, row: store.DestinationRow, checkpoint: OutCheckpoint
+    ) -> bool:
+        assert self.sink is not None
+        sink = self.sink
+        entry = sink.encode_checkpoint(checkpoint)
+        if not await self._send(row, sink.send_checkpoint(entry, checkpoint)):
+            return True
+        async with self.pool.acquire() as conn:
+            return await store.record_checkpoint_delivery(
+                conn,
+                self.worker_id,
+                self.key,
+                row.generation,
+                checkpoint.tree_size,
+                self.options.lease_seconds,
+            )
 
     async def _advance(
         self, row: store.DestinationRow, cursor: tuple[int, int], *, delivered: bool

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from auditlog.runtime import Services
 from auditlog.storage.database import owner_connection
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
+from tests.conftest import free_port
 from tests.streaming.receivers import Receiver
 
 # Short leases and polls so failures and takeovers show within seconds.
@@ -37,3 +39,13 @@ async def worker(services: Services) -> AsyncIterator[StreamWorker]:
     """One stream worker in this process for the test."""
     async with running_worker(services.pool, services.bus, services.settings, FAST) as w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on a loopback port."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

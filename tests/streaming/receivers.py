@@ -1,8 +1,9 @@
 """Real HTTP receivers on 127.0.0.1 for streaming tests: small Starlette apps under uvicorn.
 
 A receiver records every request and can be told to fail its first requests,
-answer with a given status, hang, or take its time; it also records how many
-requests were in flight at once per path (one path per destination).
+answer with a given status, hang (on every request, or on those whose body
+holds given bytes), or take its time; it also records how many requests were
+in flight at once per path (one path per destination).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class Receiver:
     hang: bool = False
     endless: bool = False  # answer 500 with a body that never ends
     delay: float = 0.0
+    hold: bytes = b""  # a request whose body holds these bytes hangs until release(), then fails
+    holding: int = 0
     requests: list[Received] = field(default_factory=list)
     failures: int = 0
     failed_at: list[float] = field(default_factory=list)
@@ -55,6 +58,12 @@ class Receiver:
     url: str = ""
     _server: Any = None
     _task: asyncio.Task[None] | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def release(self) -> None:
+        """Stop holding: held requests fail now (their sender may be gone), later ones pass."""
+        self.hold = b""
+        self._released.set()
 
     async def _handle(self, request: Request) -> Response:
         path = request.url.path
@@ -64,6 +73,10 @@ class Receiver:
             body = await request.body()
             if self.hang:
                 await asyncio.Event().wait()
+            if self.hold and self.hold in body:
+                self.holding += 1
+                await self._released.wait()
+                return Response("released", status_code=503)
             if self.endless:
                 return StreamingResponse(_garbage(), status_code=500)
             if self.delay:
@@ -122,18 +135,30 @@ async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.05) -
         await asyncio.sleep(step)
 
 
-def webhook_events(
+def webhook_messages(
     receiver: Receiver, secret: str, path: str | None = None
-) -> list[dict[str, Any]]:
-    """Every event received, each request verified as a Standard Webhooks consumer does."""
+) -> list[tuple[str, Any]]:
+    """(type, data) of every request received, each verified as a Standard Webhooks
+    consumer does, in order."""
     verifier = Webhook(secret)
-    events: list[dict[str, Any]] = []
+    messages: list[tuple[str, Any]] = []
     for request in receiver.requests:
         if path is not None and request.path != path:
             continue
         body = verifier.verify(request.body, request.headers)
-        assert body["type"] == "audit_log.events"
-        events.extend(body["data"])
+        assert body["type"] in ("audit_log.events", "audit_log.checkpoint"), body
+        messages.append((body["type"], body["data"]))
+    return messages
+
+
+def webhook_events(
+    receiver: Receiver, secret: str, path: str | None = None
+) -> list[dict[str, Any]]:
+    """Every event received (checkpoints left out), verified."""
+    events: list[dict[str, Any]] = []
+    for kind, data in webhook_messages(receiver, secret, path):
+        if kind == "audit_log.events":
+            events.extend(data)
     return events
 
 

@@ -7,16 +7,14 @@ import asyncio
 import gzip
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from auditlog.runtime import Services
 from auditlog.streaming.worker import StreamWorker
-from tests.conftest import WorkspaceKeys, event, free_port
+from tests.conftest import WorkspaceKeys, event
 from tests.streaming.gql import PAUSE, RESUME, TEST, UPDATE, create_destination, destination
 from tests.streaming.receivers import Receiver, ingest, wait_until, webhook_events
 
@@ -98,15 +96,6 @@ async def test_datadog_gets_gzip_arrays_with_its_key(
     assert [json.loads(e["message"])["id"] for e in got] == ids
     assert got[0]["ddsource"] == "auditlog" and got[0]["service"] == "aibams"
     assert got[0]["ddtags"] == f"env:test,workspace:{workspace.id}"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 async def test_s3_gets_gzip_ndjson_objects_under_partitioned_keys(

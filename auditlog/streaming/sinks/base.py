@@ -2,11 +2,13 @@
 
 A sink only knows its wire format: how one event is encoded (`encode`), how
 many events and bytes one request may carry, and how to send a batch of
-encoded entries. Batching, retries, backoff and the cursor are delivery.py's.
+encoded entries; likewise how a signed checkpoint is encoded and sent.
+Batching, retries, backoff and both cursors are delivery.py's.
 """
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import socket
 import uuid
@@ -30,6 +32,24 @@ class OutEvent:
     seq: int
     occurred_at: datetime
     payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutCheckpoint:
+    """One signed checkpoint of the workspace's tree on its way out."""
+
+    tree_size: int
+    root_hash: bytes
+    signed_note: str
+    sealed_at: datetime
+
+    def fields(self) -> dict[str, object]:
+        """The checkpoint as the JSON wire formats carry it."""
+        return {
+            "treeSize": self.tree_size,
+            "rootHash": base64.b64encode(self.root_hash).decode(),
+            "signedNote": self.signed_note,
+        }
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,14 @@ class Sink(ABC):
     @abstractmethod
     async def send(self, entries: list[bytes], events: list[OutEvent]) -> int | None:
         """Deliver one batch; return the status code, or raise SinkError."""
+
+    @abstractmethod
+    def encode_checkpoint(self, checkpoint: OutCheckpoint) -> bytes:
+        """One checkpoint as this sink's entry on the wire."""
+
+    @abstractmethod
+    async def send_checkpoint(self, entry: bytes, checkpoint: OutCheckpoint) -> int | None:
+        """Deliver one encoded checkpoint; return the status code, or raise SinkError."""
 
     @abstractmethod
     def secret_values(self) -> list[str]:

@@ -1,4 +1,7 @@
-"""DATADOG: logs intake v2, a gzip JSON array of log entries per request."""
+"""DATADOG: logs intake v2, a gzip JSON array of log entries per request.
+
+A checkpoint is one entry whose message is the signed note, tagged `kind:checkpoint`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,14 @@ import gzip
 import orjson
 
 from auditlog.streaming.netguard import GuardedClient
-from auditlog.streaming.sinks.base import HOSTNAME, OutEvent, Sink, SinkTarget, post_batch
+from auditlog.streaming.sinks.base import (
+    HOSTNAME,
+    OutCheckpoint,
+    OutEvent,
+    Sink,
+    SinkTarget,
+    post_batch,
+)
 
 
 def intake_url(site: str) -> str:
@@ -41,7 +51,17 @@ class DatadogSink(Sink):
     def encode(self, event: OutEvent) -> bytes:
         return orjson.dumps({**self.fields, "message": event.payload})
 
+    def encode_checkpoint(self, checkpoint: OutCheckpoint) -> bytes:
+        tags = f"{self.fields['ddtags']},kind:checkpoint"
+        return orjson.dumps({**self.fields, "ddtags": tags, "message": checkpoint.signed_note})
+
     async def send(self, entries: list[bytes], events: list[OutEvent]) -> int | None:
+        return await self._post(entries)
+
+    async def send_checkpoint(self, entry: bytes, checkpoint: OutCheckpoint) -> int | None:
+        return await self._post([entry])
+
+    async def _post(self, entries: list[bytes]) -> int:
         body = gzip.compress(b"[" + b",".join(entries) + b"]", compresslevel=5)
         headers = {
             "DD-API-KEY": self.api_key,

@@ -2,8 +2,10 @@
 `<prefix>/workspace=<id>/dt=YYYY-MM-DD/hour=HH/<first seq>-<last seq>.ndjson.gz`.
 
 The date and hour are the first event's occurred_at (UTC); names come from the
-batch's first and last seq. A retry is cut again from the cursor and may land
-under another name, so consumers deduplicate on event ids. With a
+batch's first and last seq. A checkpoint is the signed note as text/plain at
+`<prefix>/workspace=<id>/checkpoints/<tree size, 20 digits>.checkpoint`
+(resending rewrites the same object). A retried batch is cut again from the
+cursor and may land under another name, so consumers deduplicate on event ids. With a
 custom endpointUrl its address is checked before every request; aiobotocore
 makes the connection itself, so a DNS change between that check and its
 connection is not caught the way the HTTP sinks catch it.
@@ -23,19 +25,30 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from auditlog.streaming.config import S3Config
 from auditlog.streaming.netguard import DestinationRefused, NetworkPolicy
-from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget, judge_status
+from auditlog.streaming.sinks.base import (
+    OutCheckpoint,
+    OutEvent,
+    Sink,
+    SinkError,
+    SinkTarget,
+    judge_status,
+)
+
+
+def _key(prefix: str | None, workspace_id: str, *parts: str) -> str:
+    names = [f"workspace={workspace_id}", *parts]
+    return "/".join([prefix, *names] if prefix else names)
 
 
 def object_key(prefix: str | None, workspace_id: str, events: list[OutEvent]) -> str:
     first, last = events[0], events[-1]
     when = first.occurred_at.astimezone(UTC)
-    parts = [
-        f"workspace={workspace_id}",
-        f"dt={when:%Y-%m-%d}",
-        f"hour={when:%H}",
-        f"{first.seq:020d}-{last.seq:020d}.ndjson.gz",
-    ]
-    return "/".join([prefix, *parts] if prefix else parts)
+    name = f"{first.seq:020d}-{last.seq:020d}.ndjson.gz"
+    return _key(prefix, workspace_id, f"dt={when:%Y-%m-%d}", f"hour={when:%H}", name)
+
+
+def checkpoint_key(prefix: str | None, workspace_id: str, tree_size: int) -> str:
+    return _key(prefix, workspace_id, "checkpoints", f"{tree_size:020d}.checkpoint")
 
 
 class S3Sink(Sink):
@@ -91,18 +104,27 @@ class S3Sink(Sink):
     def encode(self, event: OutEvent) -> bytes:
         return event.payload.encode()
 
+    def encode_checkpoint(self, checkpoint: OutCheckpoint) -> bytes:
+        return checkpoint.signed_note.encode()
+
     async def send(self, entries: list[bytes], events: list[OutEvent]) -> int | None:
-        await self._check_endpoint()
         body = gzip.compress(b"\n".join(entries) + b"\n", compresslevel=5)
         key = object_key(self.config.prefix, self.target.workspace_id, events)
+        return await self._put(key, body, "application/x-ndjson", encoding="gzip")
+
+    async def send_checkpoint(self, entry: bytes, checkpoint: OutCheckpoint) -> int | None:
+        key = checkpoint_key(self.config.prefix, self.target.workspace_id, checkpoint.tree_size)
+        return await self._put(key, entry, "text/plain; charset=utf-8")
+
+    async def _put(
+        self, key: str, body: bytes, content_type: str, *, encoding: str | None = None
+    ) -> int:
+        await self._check_endpoint()
+        extra = {"ContentEncoding": encoding} if encoding else {}
         try:
             s3 = await self._s3()
             answer = await s3.put_object(
-                Bucket=self.config.bucket,
-                Key=key,
-                Body=body,
-                ContentType="application/x-ndjson",
-                ContentEncoding="gzip",
+                Bucket=self.config.bucket, Key=key, Body=body, ContentType=content_type, **extra
             )
         except ClientError as exc:
             meta = exc.response.get("ResponseMetadata", {})

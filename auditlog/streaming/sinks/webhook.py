@@ -1,9 +1,10 @@
-"""WEBHOOK: {"type": "audit_log.events", "data": [...]} signed the Standard Webhooks way.
+"""WEBHOOK: {"type": "audit_log.events", "data": [...]} signed the Standard Webhooks way,
+and {"type": "audit_log.checkpoint", "data": {"treeSize", "rootHash", "signedNote"}}.
 
 webhook-signature is `v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`
 keyed with the base64-decoded part of the `whsec_` secret. The message id is
-derived from the batch's first and last positions, so a retried batch keeps
-its id and consumers can dedupe it.
+derived from the batch's first and last positions (a checkpoint's: its tree
+size), so a retried batch keeps its id and consumers can dedupe it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import hashlib
 import hmac
 import time
 
+import orjson
+
 from auditlog.streaming.netguard import GuardedClient
-from auditlog.streaming.sinks.base import OutEvent, Sink, SinkTarget, post_batch
+from auditlog.streaming.sinks.base import OutCheckpoint, OutEvent, Sink, SinkTarget, post_batch
 
 MAX_BODY = 1_000_000
 
@@ -38,14 +41,25 @@ class WebhookSink(Sink):
     def encode(self, event: OutEvent) -> bytes:
         return event.payload.encode()
 
-    def _message_id(self, events: list[OutEvent]) -> str:
-        first, last = events[0], events[-1]
-        seed = f"{self.target.destination_id}:{first.xid}:{first.seq}:{last.xid}:{last.seq}"
-        return "msg_" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+    def encode_checkpoint(self, checkpoint: OutCheckpoint) -> bytes:
+        return orjson.dumps(checkpoint.fields())
+
+    def _message_id(self, seed: str) -> str:
+        digest = hashlib.sha256(f"{self.target.destination_id}:{seed}".encode())
+        return "msg_" + digest.hexdigest()[:32]
 
     async def send(self, entries: list[bytes], events: list[OutEvent]) -> int | None:
+        first, last = events[0], events[-1]
+        message_id = self._message_id(f"{first.xid}:{first.seq}:{last.xid}:{last.seq}")
         body = b'{"type":"audit_log.events","data":[' + b",".join(entries) + b"]}"
-        message_id = self._message_id(events)
+        return await self._post(message_id, body)
+
+    async def send_checkpoint(self, entry: bytes, checkpoint: OutCheckpoint) -> int | None:
+        message_id = self._message_id(f"checkpoint:{checkpoint.tree_size}")
+        body = b'{"type":"audit_log.checkpoint","data":' + entry + b"}"
+        return await self._post(message_id, body)
+
+    async def _post(self, message_id: str, body: bytes) -> int:
         timestamp = int(time.time())
         headers = {
             "Content-Type": "application/json",
