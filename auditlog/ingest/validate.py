@@ -113,7 +113,9 @@ class _Errors:
         self.items.append(FieldError(self.index, field, message))
 
 
-def _opt_str(obj: dict[str, Any], key: str, path: str, errors: _Errors) -> str | None:
+def _opt_str(
+    obj: dict[str, Any], key: str, path: str, errors: _Errors, *, column: bool = False
+) -> str | None:
     value = obj.get(key)
     if value is None:
         return None
@@ -123,7 +125,7 @@ def _opt_str(obj: dict[str, Any], key: str, path: str, errors: _Errors) -> str |
     if len(value) > MAX_STRING:
         errors.add(path, f"must be at most {MAX_STRING} characters")
         return None
-    if "\x00" in value:  # PostgreSQL text cannot hold it (these are stored as columns too)
+    if column and "\x00" in value:  # a PostgreSQL text column cannot hold it
         errors.add(path, "must not contain the NUL character (U+0000)")
         return None
     return value
@@ -168,10 +170,10 @@ def _actor(raw: Any, errors: _Errors) -> Actor | None:
     kind = raw.get("type")
     if not isinstance(kind, str) or kind not in ACTOR_TYPES:
         errors.add("actor.type", "must be one of USER, SYSTEM, API_KEY")
-    email = _opt_str(raw, "email", "actor.email", errors)
+    email = _opt_str(raw, "email", "actor.email", errors, column=True)
     if email is not None and ("@" not in email or email.strip() != email):
         errors.add("actor.email", "must be an email address")
-    actor_id = _opt_str(raw, "id", "actor.id", errors)
+    actor_id = _opt_str(raw, "id", "actor.id", errors, column=True)
     name = _opt_str(raw, "name", "actor.name", errors)
     return Actor(str(kind), actor_id, name, email)
 
@@ -201,7 +203,7 @@ def _targets(raw: Any, errors: _Errors) -> tuple[Target, ...]:
         out.append(
             Target(
                 kind,
-                _opt_str(item, "id", f"{path}.id", errors),
+                _opt_str(item, "id", f"{path}.id", errors, column=True),
                 _opt_str(item, "name", f"{path}.name", errors),
             )
         )
