@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from auditlog.ingest.service_events import record_service_event
 from auditlog.storage import keys as key_store
 from auditlog.storage import retention as retention_store
 from auditlog.storage import workspaces as ws_store
+from auditlog.streaming.bus import LiveBus
 
+log = logging.getLogger(__name__)
 _WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -219,8 +222,16 @@ async def create_key(
 
 
 async def revoke_key(
-    pool: asyncpg.Pool, ingestor: Ingestor, key_id: str, actor: dict[str, Any] | None = None
+    pool: asyncpg.Pool,
+    ingestor: Ingestor,
+    key_id: str,
+    *,
+    bus: LiveBus | None,
+    actor: dict[str, Any] | None = None,
 ) -> key_store.ApiKeyRow:
+    """Revoke a key, then tell every process on the bus, whose websockets admitted
+    with it close (4401). `bus` is required so that no caller forgets it; without
+    one (or with the notice lost) the processes' periodic re-check closes them."""
     recorded: IngestResult | None = None
     async with pool.acquire() as conn, conn.transaction():
         revoked = await key_store.revoke_api_key(conn, key_id)
@@ -239,4 +250,9 @@ async def revoke_key(
             )
     if recorded is not None:
         await ingestor.notify_committed(recorded)
+    if bus is not None:
+        try:
+            await bus.announce_revoked(row.id)
+        except Exception:  # committed already: the periodic re-checks close the sockets
+            log.exception("revocation notice for %s not published", row.id)
     return row

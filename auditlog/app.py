@@ -24,6 +24,7 @@ from auditlog.runtime import open_services
 from auditlog.schema.root import schema
 from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
+from auditlog.ws_registry import open_socket_registry
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
             services.live = await stack.enter_async_context(open_live_hub(services))
+            services.sockets = await stack.enter_async_context(open_socket_registry(services))
             app.state.background = background
             if background:
                 await stack.enter_async_context(

@@ -23,6 +23,8 @@ from auditlog.storage.workspaces import read_workspace
 
 ROLES = ("owner", "admin", "member", "ingest")
 KEY_PREFIX = "alk_"
+REVOKED_KEY = "this API key has been revoked"
+EXPIRED_SESSION = "the session has expired"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Principal:
     key_id: str | None = None  # API keys
     subject: str | None = None  # console sessions
     email: str | None = None
+    expires_at: float | None = None  # console sessions: the JWT's exp (Unix seconds)
 
     @property
     def can_read(self) -> bool:
@@ -114,6 +117,8 @@ class SessionTokens:
                     algorithms=[str(alg)],
                     options={"require": list(self._REQUIRED), "verify_aud": False},
                 )
+        except jwt.ExpiredSignatureError:
+            raise AuthError(EXPIRED_SESSION) from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         raise AuthError("invalid token: unsupported or unconfigured signing algorithm")
@@ -148,7 +153,7 @@ async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) 
     if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
         raise AuthError("invalid API key")
     if key.revoked_at is not None:
-        raise AuthError("this API key has been revoked")
+        raise AuthError(REVOKED_KEY)
     return Principal(workspace_id=key.workspace_id, role=key.role, key_id=key.id)
 
 
@@ -169,4 +174,5 @@ async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTok
         role=role,
         subject=str(claims["sub"]),
         email=email if isinstance(email, str) else None,
+        expires_at=float(int(claims["exp"])),  # as PyJWT read it to check it
     )

@@ -118,7 +118,9 @@ async def _hold_or_release(services: Services, args: argparse.Namespace, grace: 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     async def action(services: Services) -> int:
         if args.keys_command == "revoke":
-            row = await accounts.revoke_key(services.pool, services.ingestor, args.key_id)
+            row = await accounts.revoke_key(
+                services.pool, services.ingestor, args.key_id, bus=services.bus
+            )
             print(f"revoked {row.id}")
             return 0
         if args.platform and args.workspace:

@@ -118,6 +118,9 @@ class Settings:
     # Live tail: identical subscriptions share one execution (off only to measure).
     live_sharing: bool = True
     live_poll_seconds: float = 1.0
+    # Open websockets' API keys are re-checked against the database this often, so a
+    # revocation whose bus notice was lost still closes them (the contract: 5 s).
+    ws_recheck_seconds: float = 2.0
     # Integrity: checkpoints are signed by this Ed25519 seed (base64), or by
     # one generated into the data folder; the log name is the key's name too.
     signing_key: str | None = None
@@ -148,6 +151,7 @@ class Settings:
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
+            ws_recheck_seconds=_positive_float(env, "AUDITLOG_WS_RECHECK_SECONDS", 2.0),
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
             public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
             exports_per_minute=_count(env, "AUDITLOG_EXPORTS_PER_MINUTE", 10, most=100_000),

@@ -24,6 +24,7 @@ from auditlog.storage.database import create_pool, owner_connection, resolve_dat
 from auditlog.storage.migrations import apply_migrations
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.tail import LiveHub
+from auditlog.ws_registry import SocketRegistry
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Services:
     signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
     export_counters: ExportCounters = field(default_factory=ExportCounters)
+    sockets: SocketRegistry | None = None  # open websockets, by the web app's lifespan
 
 
 def download_slots_for(pool_size: int) -> int:

@@ -1,8 +1,14 @@
-"""Websocket connections to /graphql: authentication in `connection_init`, keep-alive pings.
+"""Websocket connections to /graphql: authentication in `connection_init` and again
+for every operation, keep-alive pings.
 
 The token travels in the `connection_init` payload (`{"authorization": "Bearer ..."}`).
 A missing, bad or revoked token closes the connection with 4401; a role that
-may not read the log (member, ingest) with 4403. Both subprotocols are served:
+may not read the log (member, ingest) with 4403. The token is checked again,
+as for an HTTP request, before each operation (subscribe/start) runs: one that
+is no longer valid closes the connection with 4401 and the operation never
+runs. Meanwhile the process's `SocketRegistry` (`ws_registry.py`) closes an
+admitted socket with 4401 within seconds of its key's revocation, and at its
+console session's `exp`. Both subprotocols are served:
 `graphql-transport-ws`, which also gets a server `ping` every keep-alive
 interval, and the legacy `graphql-ws` (its own `ka` messages).
 
@@ -20,11 +26,13 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from graphql import ExecutionResult, GraphQLError
+from strawberry.http.async_base_view import AsyncWebSocketAdapter
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from auditlog.auth import authenticate
 from auditlog.errors import AuthError
@@ -44,6 +52,14 @@ async def admit(context: Context, payload: Any) -> tuple[int, str] | None:
         authorization = payload.get("authorization") or payload.get("Authorization")
     if authorization is not None and not isinstance(authorization, str):
         return 4401, "Unauthorized: authorization must be a string"
+    context.authorization = authorization
+    return await authorize(context)
+
+
+async def authorize(context: Context) -> tuple[int, str] | None:
+    """The connection's token through the checks an HTTP request gets (`authenticate`),
+    into the context; or (code, reason) to close."""
+    authorization = context.authorization
     services = context.services
     try:
         principal = await authenticate(services.pool, authorization, services.sessions)
@@ -55,10 +71,55 @@ async def admit(context: Context, payload: Any) -> tuple[int, str] | None:
     return None
 
 
+class SocketGuard:
+    """One connection's authorization, shared by both subprotocol handlers: watched by
+    the process's registry once admitted; checked again before each operation."""
+
+    def __init__(self, context: Context, websocket: AsyncWebSocketAdapter) -> None:
+        self.context = context
+        self.websocket = websocket
+        self.closed = False  # by us: nothing more is sent
+
+    def admitted(self) -> None:
+        registry = self.context.services.sockets
+        if registry is not None and self.context.principal is not None:
+            registry.add(self, self.context.principal)
+
+    def left(self) -> None:
+        registry = self.context.services.sockets
+        if registry is not None:
+            registry.discard(self)
+
+    async def authorized(self) -> bool:
+        """Whether the token still admits this connection; if not, it is being closed."""
+        try:
+            refusal = await authorize(self.context)
+        except Exception:  # the database is down: refuse rather than run unchecked
+            log.exception("could not authorize a websocket operation")
+            refusal = 1011, "Internal error: could not authorize the operation"
+        if refusal is None:
+            return True
+        await self.close(*refusal)
+        return False
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close from the server; the handler's reader sees the disconnect and cleans up."""
+        if self.closed:
+            return
+        self.closed = True
+        self.left()
+        with contextlib.suppress(Exception):  # already closed by the client
+            await self.websocket.close(code, reason)
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with authentication and server pings."""
 
     ping_task: asyncio.Task[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = SocketGuard(self.context, self.websocket)
 
     async def handle_connection_init(self, message: Any) -> None:
         if not self.connection_init_received and not self.connection_timed_out:
@@ -70,7 +131,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         await super().handle_connection_init(message)
         if self.connection_acknowledged and self.ping_task is None:
+            self.guard.admitted()
             self.ping_task = asyncio.create_task(self._ping())
+
+    async def send_message(self, message: Any) -> None:
+        if not self.guard.closed:  # operations still running until the disconnect
+            await super().send_message(message)
 
     async def _ping(self) -> None:
         with contextlib.suppress(Exception):
@@ -79,6 +145,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await self.send_message({"type": "ping"})
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        # In the operation's task: the check does not hold up the socket's reader.
+        if not await self.guard.authorized():
+            return
         live_operation.set(LiveOperation())  # this operation's own task and context
         await super().run_operation(operation)
 
@@ -98,6 +167,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_next(result)
 
     async def shutdown(self) -> None:
+        self.guard.left()
         if self.ping_task is not None:
             self.ping_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,9 +193,34 @@ def _masked(context: Context) -> GraphQLError:
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws subprotocol with authentication."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = SocketGuard(self.context, self.websocket)
+
     async def handle_connection_init(self, message: Any) -> None:
         refusal = await admit(self.context, message.get("payload"))
         if refusal is not None:
             await self.websocket.close(*refusal)
             return
         await super().handle_connection_init(message)
+        if self.connection_acknowledged:
+            self.guard.admitted()
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        if not await self.guard.authorized():
+            return
+        await super().handle_async_results(operation_id, query, operation_name, variables)
+
+    async def send_message(self, message: OperationMessage) -> None:
+        if not self.guard.closed:
+            await super().send_message(message)
+
+    async def cleanup(self) -> None:
+        self.guard.left()
+        await super().cleanup()

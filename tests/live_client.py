@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 EDGE_DOC = """subscription Tail($filter: AuditEventFilter, $after: String) {
   auditEvents(filter: $filter, after: $after) {
@@ -29,13 +31,15 @@ class LiveClient:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            kind = message.get("type")
-            if kind == "ping":
-                await self.ws.send(json.dumps({"type": "pong"}))
-            elif "id" in message:
-                self.inbox.setdefault(message["id"], asyncio.Queue()).put_nowait(message)
+        # A close by the server (4401...) ends the reading; `closed` reports it.
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                message = json.loads(raw)
+                kind = message.get("type")
+                if kind == "ping":
+                    await self.ws.send(json.dumps({"type": "pong"}))
+                elif "id" in message:
+                    self.inbox.setdefault(message["id"], asyncio.Queue()).put_nowait(message)
 
     async def subscribe(
         self, variables: dict[str, Any] | None = None, query: str = EDGE_DOC
@@ -66,6 +70,15 @@ class LiveClient:
         except TimeoutError:
             return
         raise AssertionError(f"unexpected message: {message}")
+
+    async def closed(self, wait: float = 10) -> tuple[int | None, str | None]:
+        """The close code and reason the server sent, once the connection is closed."""
+        await asyncio.wait_for(self.ws.wait_closed(), wait)
+        return self.ws.close_code, self.ws.close_reason
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws.close_code is None
 
     async def stop(self, op_id: str) -> None:
         kind = "complete" if self.protocol == "graphql-transport-ws" else "stop"

@@ -33,7 +33,7 @@ async def test_missing_bad_and_revoked_tokens_are_401(
         services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
     )
     assert (await workspace.gql(READ, key=created.key))["data"]["workspace"]["id"] == workspace.id
-    await accounts.revoke_key(services.pool, services.ingestor, created.id)
+    await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
     revoked = await http.post("/graphql", json={"query": READ}, headers=workspace.auth(created.key))
     assert revoked.status_code == 401
 
@@ -135,7 +135,7 @@ async def test_key_creation_and_revocation_are_audited(
     created = await accounts.create_key(
         services.pool, services.ingestor, workspace_id=workspace.id, role="member", name="ci"
     )
-    await accounts.revoke_key(services.pool, services.ingestor, created.id)
+    await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
     body = await workspace.gql(
         '{ auditEvents(filter: {actions: ["audit_log.api_key.*"]}, first: 50) '
         "{ edges { node { action targets { id } metadata } } } }"
@@ -180,7 +180,9 @@ async def test_a_key_is_not_created_or_revoked_without_its_audit_event(
                 services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
             )
         with pytest.raises(asyncpg.RaiseError):
-            await accounts.revoke_key(services.pool, services.ingestor, created.id)
+            await accounts.revoke_key(
+                services.pool, services.ingestor, created.id, bus=services.bus
+            )
         after = await owner.fetchval(
             "SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace.id
         )

@@ -1,4 +1,5 @@
-"""Live tail through real Redis: cross-process delivery and surviving a Redis restart."""
+"""Live tail through real Redis: cross-process delivery, surviving a Redis restart,
+and revocations reaching the sockets of every instance."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 import websockets
 
+from auditlog import accounts
 from tests.conftest import (
     SECRET_KEY,
     RunningService,
@@ -26,6 +28,7 @@ from tests.conftest import (
 )
 from tests.live_client import live_client, ws_url
 from tests.test_live import PRODUCT, ingest
+from tests.test_live_revocation import CLOSE_WITHIN, assert_closed_4401, new_admin_key
 
 pytestmark = pytest.mark.redis
 
@@ -188,3 +191,56 @@ async def test_subscriber_on_one_process_receives_events_ingested_on_another(
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=20)
+
+
+async def test_a_revocation_on_one_instance_closes_the_socket_on_another_through_redis(
+    database_url: str, data_dir: Path, own_redis: RedisServer, workspace: WorkspaceKeys
+) -> None:
+    # Re-checks every 10 minutes: a close within a second can only come through the bus.
+    settings = make_settings(
+        database_url, data_dir, redis_url=own_redis.url, ws_recheck_seconds=600.0
+    )
+    first = await start_service(settings)
+    second = await start_service(settings)
+    try:
+        created = await new_admin_key(second.services, workspace.id)
+        async with live_client(first.base_url, created.key) as on_first:
+            op = await on_first.subscribe(PRODUCT)
+            await asyncio.sleep(0.5)
+            services = second.services
+            await accounts.revoke_key(
+                services.pool, services.ingestor, created.id, bus=services.bus
+            )
+            started = time.monotonic()
+            reason = await assert_closed_4401(on_first, within=1.0)
+            assert time.monotonic() - started < 1.0
+            assert "revoked" in reason and op
+    finally:
+        await stop_service(first)
+        await stop_service(second)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_with_the_bus_down_the_periodic_recheck_still_closes_within_5s(
+    database_url: str, data_dir: Path, own_redis: RedisServer, workspace: WorkspaceKeys
+) -> None:
+    running = await start_service(make_settings(database_url, data_dir, redis_url=own_redis.url))
+    try:
+        services = running.services
+        created = await new_admin_key(services, workspace.id)
+        async with live_client(running.base_url, created.key) as client:
+            op = await client.subscribe(PRODUCT)
+            await asyncio.sleep(0.5)
+            own_redis.stop()
+            # The notice cannot be published; the revocation itself stands.
+            row = await accounts.revoke_key(
+                services.pool, services.ingestor, created.id, bus=services.bus
+            )
+            assert row.revoked_at is not None
+            started = time.monotonic()
+            await assert_closed_4401(client)
+            assert time.monotonic() - started < CLOSE_WITHIN
+            assert op
+    finally:
+        own_redis.start()  # the service's bus disconnects cleanly at shutdown
+        await stop_service(running)

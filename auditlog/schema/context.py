@@ -21,6 +21,8 @@ class Context:
     response: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     connection_params: dict[str, Any] | None = None  # a websocket's connection_init payload
+    # A websocket's `Bearer ...` from connection_init: authorized again for each operation.
+    authorization: str | None = None
 
     def reader_workspace(self) -> str:
         """The caller's workspace for reading; raises Auth/Forbidden errors."""

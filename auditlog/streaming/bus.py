@@ -3,11 +3,17 @@
 A message on `workspace:<id>` says only "this workspace has new events". It is
 a doorbell: subscribers read the events themselves from PostgreSQL, so a lost
 message delays them until their next poll and loses nothing.
+
+A message on `auditlog:api-key-revoked` (the key id) says "a key was revoked":
+each process re-checks its open websockets' keys against the database at once,
+instead of at its next periodic re-check.
 """
 
 from __future__ import annotations
 
 from broadcaster import Broadcast
+
+REVOCATIONS_CHANNEL = "auditlog:api-key-revoked"
 
 
 def channel_for(workspace_id: str) -> str:
@@ -28,3 +34,6 @@ class LiveBus:
     async def notify(self, workspace_ids: set[str]) -> None:
         for workspace_id in sorted(workspace_ids):
             await self.broadcast.publish(channel=channel_for(workspace_id), message="new")
+
+    async def announce_revoked(self, key_id: str) -> None:
+        await self.broadcast.publish(channel=REVOCATIONS_CHANNEL, message=key_id)

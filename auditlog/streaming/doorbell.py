@@ -41,8 +41,10 @@ class DoorbellListener:
         heartbeat_interval: float = 2.0,
         heartbeat_timeout: float = 15.0,
         retry_delay: float = 0.5,
+        channel: Callable[[str], str] = channel_for,
     ) -> None:
         self.bus = bus
+        self._channel = channel  # the bus channel of a watched name
         # In-process fan-out only reaches subscribers of the same Broadcast object.
         self._shared = not bus.url.startswith(("redis://", "rediss://"))
         self._ring = ring
@@ -86,7 +88,7 @@ class DoorbellListener:
 
     async def _listen_channel(self, broadcast: Broadcast, workspace_id: str) -> None:
         with contextlib.suppress(Exception):  # a broken bus is noticed by the heartbeat
-            async with broadcast.subscribe(channel_for(workspace_id)) as subscriber:
+            async with broadcast.subscribe(self._channel(workspace_id)) as subscriber:
                 while True:
                     await subscriber.get()
                     self._ring(workspace_id)

@@ -26,7 +26,9 @@ client.subscribe(
       }
     },
     error: (err) => {
-      console.error('error', JSON.stringify(err?.message ?? err));
+      // A close is a CloseEvent (its fields are getters: name them for JSON).
+      const { message, code, reason } = err ?? {};
+      console.error('error', JSON.stringify({ message, code, reason }));
       process.exit(2);
     },
     complete: () => process.exit(3),
