@@ -69,9 +69,9 @@ def _with_database(url: str, name: str) -> str:
     return f"{head}/{name}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A fresh database for this test session, migrated, dropped afterwards."""
+@asynccontextmanager
+async def fresh_database(server_url: str) -> AsyncIterator[str]:
+    """A new database on the server, migrated, dropped afterwards."""
     name = f"auditlog_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_url)
     try:
@@ -79,13 +79,22 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     url = _with_database(server_url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await migrate(url)
+        yield url
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this test session, migrated, dropped afterwards."""
+    async with fresh_database(server_url) as url:
+        yield url
 
 
 def make_settings(database_url: str, tmp: Path, **overrides: Any) -> Settings:
