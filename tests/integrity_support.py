@@ -22,9 +22,9 @@ from tests import integrity_verifier as v
 from tests.conftest import (
     SECRET_KEY,
     RunningService,
+    SpareDatabases,
     WorkspaceKeys,
     create_workspace_keys,
-    fresh_database,
     make_settings,
     start_service,
     stop_service,
@@ -64,16 +64,16 @@ async def run_auditlog(
 
 @asynccontextmanager
 async def isolated_service(
-    server_url: str, data_dir: Path, **settings: Any
+    spare: SpareDatabases, data_dir: Path, **settings: Any
 ) -> AsyncIterator[RunningService]:
     """The real service on a database of its own, so that `verify --database`
     (which checks every workspace) sees only what this service's tests did."""
-    async with fresh_database(server_url) as url:
-        running = await start_service(make_settings(url, data_dir, **settings))
-        try:
-            yield running
-        finally:
-            await stop_service(running)
+    url = await spare.new()
+    running = await start_service(make_settings(url, data_dir, **settings))
+    try:
+        yield running
+    finally:
+        await stop_service(running)
 
 
 async def new_workspace(service: RunningService, http: httpx.AsyncClient) -> WorkspaceKeys:
