@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 
 from auditlog.runtime import Services
 from auditlog.services import integrity as svc
@@ -157,8 +158,6 @@ async def superuser(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def payloads_in_ingest_order(database_url: str, workspace_id: str) -> list[Any]:
     """The events as the database now holds them, in ingest order (xid, seq), parsed."""
-    import orjson
-
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch(

@@ -364,6 +364,8 @@ async def test_many_sealers_at_once_build_one_tree_per_workspace(module: Module)
         assert len(s.checkpoints) > 1
         _, _, keys = await integrity_keys(ws)
         assert_one_tree(s, keys)
+    code, out, err = await run_auditlog(module.url, module.data_dir, "verify", "--database")
+    assert code == 0, out + err
 
 
 def _mode(path: Path) -> int:
