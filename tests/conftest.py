@@ -69,9 +69,8 @@ def _with_database(url: str, name: str) -> str:
     return f"{head}/{name}" + (f"?{query}" if query else "")
 
 
-@pytest.fixture(scope="session")
-async def database_url(server_url: str) -> AsyncIterator[str]:
-    """A fresh database for this test session, migrated, dropped afterwards."""
+async def _create_database(server_url: str) -> tuple[str, str]:
+    """A new migrated database on the server: (name, url)."""
     name = f"auditlog_test_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server_url)
     try:
@@ -79,13 +78,53 @@ async def database_url(server_url: str) -> AsyncIterator[str]:
     finally:
         await admin.close()
     url = _with_database(server_url, name)
-    await migrate(url)
-    yield url
-    admin = await asyncpg.connect(server_url)
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        await migrate(url)
+    except BaseException:
+        await _drop_databases(server_url, [name])
+        raise
+    return name, url
+
+
+async def _drop_databases(server_url: str, names: list[str]) -> None:
+    async def drop(name: str) -> None:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    await asyncio.gather(*(drop(n) for n in names))
+
+
+@pytest.fixture(scope="session")
+async def database_url(server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this test session, migrated, dropped afterwards."""
+    name, url = await _create_database(server_url)
+    yield url
+    await _drop_databases(server_url, [name])
+
+
+class SpareDatabases:
+    """Databases for tests that need one to themselves (`auditlog verify --database`
+    checks every workspace it finds). All are dropped together at the end of the
+    session: each DROP DATABASE waits for a checkpoint, so one wait, not one a test."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.names: list[str] = []
+
+    async def new(self) -> str:
+        name, url = await _create_database(self.server_url)
+        self.names.append(name)
+        return url
+
+
+@pytest.fixture(scope="session")
+async def spare_databases(server_url: str) -> AsyncIterator[SpareDatabases]:
+    spare = SpareDatabases(server_url)
+    yield spare
+    await _drop_databases(server_url, spare.names)
 
 
 def make_settings(database_url: str, tmp: Path, **overrides: Any) -> Settings:

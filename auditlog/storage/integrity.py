@@ -195,10 +195,13 @@ async def insert_checkpoint(
     signed_note: str,
     verifier_key: str,
 ) -> StoredCheckpoint:
+    # sealed_at is the clock when the checkpoint is written, not the transaction's
+    # start (now()): a sealer whose transaction began while another held the seal
+    # lock would otherwise date a larger tree before the smaller one it extends.
     row = await conn.fetchrow(
         f"""INSERT INTO integrity_checkpoints
-                (workspace_id, tree_size, root_hash, signed_note, verifier_key)
-            VALUES ($1, $2, $3, $4, $5) RETURNING {_CHECKPOINT_COLUMNS}""",
+                (workspace_id, tree_size, root_hash, signed_note, verifier_key, sealed_at)
+            VALUES ($1, $2, $3, $4, $5, clock_timestamp()) RETURNING {_CHECKPOINT_COLUMNS}""",
         workspace_id,
         tree_size,
         root_hash,
