@@ -156,6 +156,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from auditlog.app import create_app
+    from auditlog.integrity.keys import load_signer
+
+    # A bad signing key stops the start here, with one line naming it, before any server.
+    load_signer(settings.with_secret_key())
 
     if args.demo:
         from auditlog.serve_demo import prepare_demo

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import random
 
+import asyncpg
+import httpx
 import pytest
 
 from auditlog.integrity import merkle
 from auditlog.integrity.notes import NoteSigner, VerifierKey, open_checkpoint
 from auditlog.runtime import Services
 from auditlog.services import integrity as svc
-from tests.conftest import WorkspaceKeys, event
+from tests.conftest import WorkspaceKeys, create_workspace_keys, event
 
 
 def _h(data: bytes) -> bytes:
@@ -136,3 +138,33 @@ async def test_sealed_tree_matches_stored_payloads(
             a, b = sorted(rng.sample(sizes, 2))
             proof = await svc.consistency_proof(conn, workspace.id, a, b)
             assert proof == naive_subproof(a, payloads[:b], True)
+
+
+async def test_a_workspace_that_fails_to_seal_does_not_stop_the_others(
+    services: Services, http: httpx.AsyncClient, owner: asyncpg.Connection
+) -> None:
+    """A damaged tree (here: a checkpoint already stored at the size the next seal
+    signs) fails that workspace's seal only; the pass seals every other workspace."""
+    signer = services.signing_keys.current()
+    broken = await create_workspace_keys(services, http)
+    fine = await create_workspace_keys(services, http)
+    async with services.pool.acquire() as conn:
+        await svc.seal_until_caught_up(conn, broken.id, signer)
+        await svc.seal_until_caught_up(conn, fine.id, signer)
+    await broken.ingest([event()])
+    await fine.ingest([event()])
+    next_size = 5  # 4 key events and the new one
+    await owner.execute(
+        """INSERT INTO integrity_checkpoints
+               (workspace_id, tree_size, root_hash, signed_note, verifier_key)
+           VALUES ($1, $2, $3, 'x', 'x')""",
+        broken.id,
+        next_size,
+        bytes(32),
+    )
+    async with services.pool.acquire() as conn:
+        done = await svc.seal_all(conn, signer)
+        assert broken.id in done.failed
+        assert fine.id not in done.failed
+        fine_latest = await svc.signed_checkpoint(conn, fine.id, None, "treeSize")
+    assert fine_latest is not None and fine_latest.tree_size == 5

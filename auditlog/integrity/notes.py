@@ -24,6 +24,17 @@ class NoteError(ValueError):
     """A note, checkpoint or verifier key that does not parse or does not verify."""
 
 
+def _strict_b64(text: str, what: str) -> bytes:
+    """Standard base64 in its one canonical spelling (no stray padding bits)."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise NoteError(f"{what} is not valid base64") from None
+    if base64.b64encode(raw).decode() != text:
+        raise NoteError(f"{what} is not canonical base64")
+    return raw
+
+
 def key_hash(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + ED25519 + public_key).digest()[:4]
 
@@ -109,7 +120,8 @@ class Checkpoint:
 
 def open_checkpoint(note: str, keys: list[VerifierKey]) -> Checkpoint:
     """The checkpoint of a signed note, once a signature by one of `keys` verifies."""
-    body, sep, signatures = note.partition("\n\n")
+    # As Go's note.Open: the signatures follow the last blank line.
+    body, sep, signatures = note.rpartition("\n\n")
     if not sep or not signatures.endswith("\n"):
         raise NoteError("a signed note is a body, a blank line and signature lines")
     body += "\n"
@@ -118,10 +130,7 @@ def open_checkpoint(note: str, keys: list[VerifierKey]) -> Checkpoint:
         if not line.startswith(SIGNATURE_PREFIX):
             raise NoteError("a signature line starts with an em dash and a space")
         name, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
-        try:
-            raw = base64.b64decode(blob, validate=True)
-        except binascii.Error:
-            raise NoteError("a signature is not valid base64") from None
+        raw = _strict_b64(blob, "a signature")
         for key in keys:
             if key.name == name and raw[:4] == key.hash and key.verify(body.encode(), raw[4:]):
                 verified = True
@@ -133,10 +142,7 @@ def open_checkpoint(note: str, keys: list[VerifierKey]) -> Checkpoint:
     origin, size_text, root_text = lines[0], lines[1], lines[2]
     if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
         raise NoteError("the checkpoint's tree size is not a decimal number")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except binascii.Error:
-        raise NoteError("the checkpoint's root hash is not valid base64") from None
+    root = _strict_b64(root_text, "the checkpoint's root hash")
     if len(root) != 32:
         raise NoteError("the checkpoint's root hash is not 32 bytes")
     return Checkpoint(origin, int(size_text), root)

@@ -92,11 +92,16 @@ async def run_maintenance(
             return MaintenanceReport(ran=False)
         try:
             sealed = None
+            unsealed: frozenset[str] = frozenset()
             if signer is not None:
-                results = await integrity_service.seal_all(conn, signer)
-                sealed = sum(r.leaves_added for r in results)
+                done = await integrity_service.seal_all(conn, signer)
+                sealed = done.leaves_added
+                # Never purge what could not be sealed first: it would escape the tree.
+                unsealed = frozenset(done.failed)
             created = await partitions.run_once(conn)
-            purged = await retention.run_once(conn, batch_size=batch_size, grace_days=grace_days)
+            purged = await retention.run_once(
+                conn, batch_size=batch_size, grace_days=grace_days, keep=unsealed
+            )
             removed = await export_store.delete_exports_expired_before(
                 conn, datetime.now(UTC) - timedelta(days=EXPORT_RECORD_DAYS)
             )

@@ -87,9 +87,14 @@ class RetentionReport:
 
 
 async def run_once(
-    conn: asyncpg.Connection, *, batch_size: int = BATCH_SIZE, grace_days: int
+    conn: asyncpg.Connection,
+    *,
+    batch_size: int = BATCH_SIZE,
+    grace_days: int,
+    keep: frozenset[str] = frozenset(),
 ) -> RetentionReport:
-    """One purge pass on an owner connection (outside any transaction)."""
+    """One purge pass on an owner connection (outside any transaction); workspaces in
+    `keep` (their sealing failed this pass) lose nothing, nor do partitions holding them."""
     # Every bound of this session follows the grace; changes seen from now on
     # count from now, one committed late under an old stamp included.
     await store.set_retention_grace(conn, grace_days)
@@ -97,9 +102,13 @@ async def run_once(
     report = RetentionReport(held=await store.read_held_workspaces(conn))
     for partition in await store.read_partitions(conn):
         if await store.partition_expired(conn, partition.name):
+            if keep.intersection(await store.read_partition_workspaces(conn, partition.name)):
+                report.deferred_partitions.append(partition.name)
+                continue
             await _drop_partition(conn, partition, batch_size, report)
     for workspace in await store.read_limited_workspaces(conn):
-        await _purge_rows(conn, workspace.id, batch_size, report)
+        if workspace.id not in keep:
+            await _purge_rows(conn, workspace.id, batch_size, report)
     return report
 
 

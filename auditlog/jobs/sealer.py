@@ -32,12 +32,12 @@ class Sealer:
         self._interval = interval
         self.sealed_leaves = 0  # since start, for tests and the operator
 
-    async def run_once(self) -> list[integrity_service.SealResult]:
+    async def run_once(self) -> integrity_service.SealPass:
         signer = self._keys.current()
         async with self._pool.acquire() as conn:
-            results = await integrity_service.seal_all(conn, signer)
-        self.sealed_leaves += sum(r.leaves_added for r in results)
-        return results
+            done = await integrity_service.seal_all(conn, signer)
+        self.sealed_leaves += done.leaves_added
+        return done
 
     async def _loop(self) -> None:
         while True:

@@ -12,6 +12,7 @@ transaction: a tree size is either fully stored and signed, or absent.
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from auditlog.integrity import merkle
 from auditlog.integrity.notes import NoteSigner, checkpoint_body
 from auditlog.storage import integrity as store
 from auditlog.storage.integrity import TILE_BITS, TILE_WIDTH, StoredCheckpoint
+
+log = logging.getLogger(__name__)
 
 # Leaves added by one seal transaction; a larger backlog takes several.
 SEAL_BATCH = 65_536
@@ -159,12 +162,30 @@ async def seal_until_caught_up(
             return results
 
 
-async def seal_all(conn: asyncpg.Connection, signer: NoteSigner) -> list[SealResult]:
-    """One sealing pass over every workspace with unsealed final events."""
-    results: list[SealResult] = []
+@dataclass
+class SealPass:
+    results: list[SealResult]
+    failed: dict[str, str]  # workspace -> why its seal failed; the others were sealed
+
+    @property
+    def leaves_added(self) -> int:
+        return sum(r.leaves_added for r in self.results)
+
+
+async def seal_all(conn: asyncpg.Connection, signer: NoteSigner) -> SealPass:
+    """One sealing pass over every workspace with unsealed final events.
+
+    A workspace whose seal fails (its stored tree damaged, say) is reported and
+    skipped, so that it never stops the sealing of every other workspace.
+    """
+    done = SealPass([], {})
     for workspace_id in await store.read_workspaces_to_seal(conn):
-        results.extend(await seal_until_caught_up(conn, workspace_id, signer))
-    return results
+        try:
+            done.results.extend(await seal_until_caught_up(conn, workspace_id, signer))
+        except (asyncpg.PostgresError, TreeStorageError) as exc:
+            log.error("sealing workspace %s failed: %s", workspace_id, exc)
+            done.failed[workspace_id] = str(exc)
+    return done
 
 
 # Reading: proofs and checkpoints, each bounded by what was signed.
