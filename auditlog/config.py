@@ -108,6 +108,10 @@ class Settings:
     signing_key: str | None = None
     log_name: str = "auditlog.local"
     seal_interval_seconds: float = 1.0
+    # Every statement of the service's pool is cancelled past this (PostgreSQL's
+    # statement_timeout): no request can hold a connection and a core for ever.
+    # Maintenance and migrations (owner connections) are not bounded by it.
+    statement_timeout_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -136,6 +140,9 @@ class Settings:
             signing_key=env.get("AUDITLOG_SIGNING_KEY") or None,
             log_name=_log_name(env.get("AUDITLOG_LOG_NAME") or "auditlog.local"),
             seal_interval_seconds=_positive_float(env, "AUDITLOG_SEAL_INTERVAL_SECONDS", 1.0),
+            statement_timeout_seconds=_positive_float(
+                env, "AUDITLOG_STATEMENT_TIMEOUT_SECONDS", 30.0
+            ),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

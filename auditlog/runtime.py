@@ -66,7 +66,9 @@ async def open_services(
         applied = await migrate(url)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    pool = await create_pool(url, max_size=pool_size)
+    pool = await create_pool(
+        url, max_size=pool_size, statement_timeout=settings.statement_timeout_seconds
+    )
     geoip = GeoIP(settings.geoip_db)
     bus = LiveBus(settings.redis_url)
     try:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import asyncpg
 import strawberry
 from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
 from strawberry.extensions import SchemaExtension
@@ -66,7 +67,19 @@ def extensions_for(error: BaseException | None) -> dict[str, Any] | None:
     return extensions
 
 
-def _classify(error: GraphQLError, request_id: str, document: DocumentNode | None) -> GraphQLError:
+def statement_timeout_message(seconds: float) -> str:
+    return (
+        f"the query ran past the statement timeout ({seconds:g} s) and was stopped: "
+        "narrow the filter or the time range, or ask for smaller pages"
+    )
+
+
+def _classify(
+    error: GraphQLError,
+    request_id: str,
+    document: DocumentNode | None,
+    statement_timeout: float | None = None,
+) -> GraphQLError:
     original = error.original_error
     if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), **(original.extensions or {})}
@@ -84,10 +97,16 @@ def _classify(error: GraphQLError, request_id: str, document: DocumentNode | Non
         else:
             error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         return error
+    message = str(original)
     extensions = extensions_for(original)
+    if isinstance(original, asyncpg.QueryCanceledError) and statement_timeout is not None:
+        # SQLSTATE 57014: the pool's statement_timeout cancelled it. The caller asked
+        # for too much at once (or the database is overloaded): an answer, not a fault.
+        message = statement_timeout_message(statement_timeout)
+        extensions = {"code": "QUERY_TOO_COMPLEX", "limit": "statementTimeout"}
     if extensions is not None:
         return GraphQLError(
-            str(original),
+            message,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
@@ -120,7 +139,9 @@ class ErrorCodes(SchemaExtension):
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         document = self.execution_context.graphql_document
-        result.errors = [_classify(e, request_id, document) for e in result.errors]
+        services = getattr(context, "services", None)
+        timeout = services.settings.statement_timeout_seconds if services else None
+        result.errors = [_classify(e, request_id, document, timeout) for e in result.errors]
 
 
 class AuditLogSchema(strawberry.Schema):

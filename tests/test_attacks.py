@@ -1,0 +1,79 @@
+"""Attacks a security review tried, replayed: one small test per attack, named after it.
+
+Each section says the attack in a line and holds its tests. To add one: a new
+section with a `test_<attack>` function (or several); the helpers at the top
+start a service with other settings and make a workspace with keys of every role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from auditlog.runtime import Services
+from auditlog.storage.database import create_pool, owner_connection
+from tests.conftest import (
+    RunningService,
+    WorkspaceKeys,
+    create_workspace_keys,
+    make_settings,
+    start_service,
+    stop_service,
+)
+
+
+@asynccontextmanager
+async def service_with(
+    database_url: str, data_dir: Path, **overrides: Any
+) -> AsyncIterator[tuple[RunningService, WorkspaceKeys]]:
+    """A service of its own, with some settings changed, and a fresh workspace on it."""
+    running = await start_service(make_settings(database_url, data_dir, **overrides))
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:
+            yield running, await create_workspace_keys(running.services, client)
+    finally:
+        await stop_service(running)
+
+
+# A statement that runs for ever (here: one waiting on a lock) holds a pooled
+# connection and the request with it --------------------------------------------
+
+
+async def test_a_statement_past_the_timeout_is_refused_clearly_not_hung(
+    database_url: str, data_dir: Path
+) -> None:
+    async with service_with(database_url, data_dir, statement_timeout_seconds=0.5) as (_, ws):
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                answer = ws.gql("{ auditEvents(first: 1) { edges { cursor } } }")
+                body = await asyncio.wait_for(answer, timeout=10)
+                waited = time.monotonic() - started
+        finally:
+            await locker.close()
+    assert waited < 5, f"answered after {waited:.1f} s, when the lock was released"
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX", body
+    assert "statement timeout" in error["message"] and "0.5 s" in error["message"], body
+
+
+async def test_owner_connections_have_no_statement_timeout(services: Services) -> None:
+    async with owner_connection(services.database_url) as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == "0"
+    async with services.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == "30s"
+    pool = await create_pool(services.database_url, min_size=1, max_size=1, statement_timeout=2.5)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "2500ms"
+    finally:
+        await pool.close()
