@@ -23,10 +23,14 @@ from tests.conftest import (
     RunningService,
     WorkspaceKeys,
     create_workspace_keys,
+    event,
     make_settings,
     start_service,
     stop_service,
 )
+from tests.streaming.gql import DELETE, PAUSE, create_destination
+
+LAG_CAP = 10_000  # lagEvents' documented "at least" bound
 
 
 @asynccontextmanager
@@ -77,3 +81,32 @@ async def test_owner_connections_have_no_statement_timeout(services: Services) -
             assert await conn.fetchval("SHOW statement_timeout") == "2500ms"
     finally:
         await pool.close()
+
+
+# lagEvents counted every pending event (up to a million) of every destination,
+# again for every alias of streamingDestinations ---------------------------------
+
+
+async def ingest_many(ws: WorkspaceKeys, count: int, **fields: Any) -> None:
+    for start in range(0, count, 1000):
+        batch = [event("file.share.created", **fields) for _ in range(min(1000, count - start))]
+        response = await ws.ingest(batch)
+        assert response.status_code == 202, response.text
+
+
+async def test_lag_events_is_bounded_and_counted_once_per_request(
+    workspace: WorkspaceKeys,
+) -> None:
+    created = await create_destination(workspace, {"webhook": {"url": "http://127.0.0.1:9/x"}})
+    destination_id = created["destination"]["id"]
+    try:
+        await workspace.gql(PAUSE, {"id": destination_id})
+        await ingest_many(workspace, LAG_CAP + 50)
+        aliased = " ".join(f"a{i}: streamingDestinations {{ id lagEvents }}" for i in range(20))
+        body = await workspace.gql(f"{{ {aliased} }}")
+        assert "errors" not in body, body
+        lags = {d["lagEvents"] for listing in body["data"].values() for d in listing}
+        assert lags == {LAG_CAP}, lags  # "at least 10,000"
+    finally:
+        await workspace.gql(DELETE, {"id": destination_id})
+
