@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from tests.conftest import (
 from tests.streaming.gql import DELETE, PAUSE, create_destination
 
 LAG_CAP = 10_000  # lagEvents' documented "at least" bound
+ACTIVITY_CAP = 10_000  # events actorActivity reads at most
 
 
 @asynccontextmanager
@@ -110,3 +112,33 @@ async def test_lag_events_is_bounded_and_counted_once_per_request(
     finally:
         await workspace.gql(DELETE, {"id": destination_id})
 
+
+# actorActivity read every event of the actor in the range (all of retention by
+# default), however many: an actor of millions of events made one query read them all
+
+
+async def test_actor_activity_reads_at_most_the_newest_ten_thousand_events(
+    workspace: WorkspaceKeys,
+) -> None:
+    actor = {"type": "USER", "id": "u_busy", "name": "Busy", "email": "busy@acme.io"}
+    old = datetime.now(UTC) - timedelta(days=3)
+    oldest = event(actor=actor, ipAddress="89.160.20.112", occurredAt=old.isoformat())
+    assert (await workspace.ingest([oldest])).status_code == 202
+    await ingest_many(workspace, ACTIVITY_CAP, actor=actor, ipAddress="81.2.69.142")
+    query = (
+        '{ actorActivity(actorEmail: "busy@acme.io") { truncated ipAddresses { value count } } }'
+    )
+    body = await workspace.gql(query)
+    assert "errors" not in body, body
+    activity = body["data"]["actorActivity"]
+    assert activity["truncated"] is True
+    assert activity["ipAddresses"] == [{"value": "81.2.69.142", "count": ACTIVITY_CAP}]
+    narrowed = await workspace.gql(
+        """query($to: DateTime) { actorActivity(actorEmail: "busy@acme.io", occurredTo: $to) {
+             truncated ipAddresses { value count } } }""",
+        {"to": (old + timedelta(seconds=1)).isoformat()},
+    )
+    assert narrowed["data"]["actorActivity"] == {
+        "truncated": False,
+        "ipAddresses": [{"value": "89.160.20.112", "count": 1}],
+    }
