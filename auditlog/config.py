@@ -52,6 +52,21 @@ def _count(env: dict[str, str], name: str, default: int, *, most: int) -> int:
     return int(raw)
 
 
+# A full ingest batch (ingest.validate.MAX_EVENTS): a smaller burst could never
+# accept one.
+_LARGEST_BATCH = 1000
+
+
+def _ingest_rate(env: dict[str, str]) -> tuple[int, int]:
+    rate = _count(env, "AUDITLOG_INGEST_EVENTS_PER_SECOND", 5000, most=10_000_000)
+    burst = _count(env, "AUDITLOG_INGEST_BURST_EVENTS", max(2 * rate, _LARGEST_BATCH), most=10**8)
+    if rate and burst < _LARGEST_BATCH:
+        raise ConfigError(
+            f"AUDITLOG_INGEST_BURST_EVENTS: at least {_LARGEST_BATCH} (one full batch)"
+        )
+    return rate, burst
+
+
 def _public_url(raw: str | None) -> str | None:
     """An absolute http(s) URL without query or fragment, without a trailing slash."""
     if raw is None:
@@ -112,6 +127,10 @@ class Settings:
     # statement_timeout): no request can hold a connection and a core for ever.
     # Maintenance and migrations (owner connections) are not bounded by it.
     statement_timeout_seconds: float = 30.0
+    # Ingest: events each API key may send a second, and the burst it may send at
+    # once (a token bucket per key, in each server process); 0: no limit.
+    ingest_events_per_second: int = 5000
+    ingest_burst_events: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -123,6 +142,7 @@ class Settings:
         geoip = env.get("AUDITLOG_GEOIP_DB") or None
         if geoip and not Path(geoip).is_file():
             raise ConfigError(f"AUDITLOG_GEOIP_DB: no such file: {geoip}")
+        ingest_rate, ingest_burst = _ingest_rate(env)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
@@ -143,6 +163,8 @@ class Settings:
             statement_timeout_seconds=_positive_float(
                 env, "AUDITLOG_STATEMENT_TIMEOUT_SECONDS", 30.0
             ),
+            ingest_events_per_second=ingest_rate,
+            ingest_burst_events=ingest_burst,
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

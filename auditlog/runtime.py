@@ -18,6 +18,7 @@ from auditlog.auth import SessionTokens
 from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.rate import IngestRateLimiter
 from auditlog.ingest.service import Ingestor
 from auditlog.integrity.keys import SigningKeys
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
@@ -42,6 +43,7 @@ class Services:
     # download_slots_for(pool size) do at once, so they never take the whole pool.
     download_slots: asyncio.Semaphore
     signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
+    ingest_rate: IngestRateLimiter  # per API key, in this process
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
 
 
@@ -85,6 +87,9 @@ async def open_services(
             sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
             download_slots=asyncio.Semaphore(download_slots_for(pool_size)),
             signing_keys=signing_keys,
+            ingest_rate=IngestRateLimiter(
+                settings.ingest_events_per_second, settings.ingest_burst_events
+            ),
         )
     finally:
         await bus.disconnect()

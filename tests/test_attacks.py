@@ -142,3 +142,23 @@ async def test_actor_activity_reads_at_most_the_newest_ten_thousand_events(
         "truncated": False,
         "ipAddresses": [{"value": "89.160.20.112", "count": 1}],
     }
+
+
+# Ingest had no rate: one key could send batch after batch as fast as the server
+# took them, at the cost of every other sender ---------------------------------
+
+
+async def test_ingest_over_a_keys_rate_answers_429_with_retry_after(
+    database_url: str, data_dir: Path
+) -> None:
+    limits = {"ingest_events_per_second": 100, "ingest_burst_events": 1000}
+    async with service_with(database_url, data_dir, **limits) as (running, ws):
+        assert (await ws.ingest([event() for _ in range(1000)])).status_code == 202
+        refused = await ws.ingest([event() for _ in range(500)])
+        assert refused.status_code == 429, refused.status_code
+        assert 1 <= int(refused.headers["Retry-After"]) <= 6, refused.headers
+        assert refused.json()["error"] == "rate_limited"
+        other = await create_workspace_keys(running.services, ws.http)
+        assert (await other.ingest([event()])).status_code == 202  # per key
+        await asyncio.sleep(int(refused.headers["Retry-After"]))
+        assert (await ws.ingest([event() for _ in range(500)])).status_code == 202
