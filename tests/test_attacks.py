@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage.database import create_pool, owner_connection
@@ -162,3 +163,31 @@ async def test_ingest_over_a_keys_rate_answers_429_with_retry_after(
         assert (await other.ingest([event()])).status_code == 202  # per key
         await asyncio.sleep(int(refused.headers["Retry-After"]))
         assert (await ws.ingest([event() for _ in range(500)])).status_code == 202
+
+
+# Documents built to exhaust graphql-core's own limits got its bare "Validation
+# aborted." or a syntax error instead of QUERY_TOO_COMPLEX naming the limit -----
+
+OVERSIZED_DOCUMENTS = {
+    "over 100 validation errors": ("{ " + " ".join(f"f{i}" for i in range(150)) + " }", "100"),
+    "a field repeated past the comparison budget": (
+        "{ " + " ".join("workspace { id }" for _ in range(1200)) + " }",
+        "500000",
+    ),
+    "nested deeper than the parser allows": (
+        "{" + "workspace {" * 250 + "id" + "}" * 250 + "}",
+        "200",
+    ),
+    "more tokens than the parser reads": ("{ " + "__typename " * 6000 + "}", "5000"),
+}
+
+
+@pytest.mark.parametrize("attack", OVERSIZED_DOCUMENTS)
+async def test_a_document_over_graphql_cores_limits_is_query_too_complex(
+    workspace: WorkspaceKeys, attack: str
+) -> None:
+    document, limit = OVERSIZED_DOCUMENTS[attack]
+    body = await workspace.gql(document)
+    errors = body["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COMPLEX"], errors[-2:]
+    assert limit in errors[0]["message"] and "aborted" not in errors[0]["message"], errors

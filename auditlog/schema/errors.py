@@ -14,6 +14,10 @@ from typing import Any
 import asyncpg
 import strawberry
 from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
+from graphql.language.parser import MAX_NESTING_DEPTH
+from graphql.validation.rules.overlapping_fields_can_be_merged import MAX_COMPLEXITY_BUDGET
+from graphql.validation.validate import ValidationAbortedError
+from graphql.validation.validation_context import MAX_FRAGMENT_WORK
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext, ExecutionResult
 
@@ -149,7 +153,7 @@ class AuditLogSchema(strawberry.Schema):
         result = await super().execute(*args, **kwargs)
         if result.errors:
             # A syntax error raised by the parser cache skips the extensions' result hooks.
-            result.errors = [_parse_error_code(e) for e in result.errors]
+            result.errors = _size_refusals([_parse_error_code(e) for e in result.errors])
         return result
 
     def process_errors(
@@ -159,14 +163,49 @@ class AuditLogSchema(strawberry.Schema):
         id; expected ones (bad input, forbidden) are answers, not server faults."""
 
 
+# graphql-core's own bounds, which a document can reach under the service's limits
+# (schema/limits.py): each refusal names its bound, as those limits do.
+MAX_VALIDATION_ERRORS = 100  # graphql-core's default max_errors, which Strawberry keeps
+_TOO_MANY_ERRORS = "Too many validation errors"
 _TOKEN_ERROR = "Syntax Error: Document contains more than"
+_NESTING_ERROR = "Syntax Error: Document is nested too deeply"
 
 
 def _parse_error_code(error: GraphQLError) -> GraphQLError:
     if (error.extensions or {}).get("code"):
         return error
     if error.message.startswith(_TOKEN_ERROR):
+        from auditlog.schema.limits import MAX_TOKENS  # limits imports this module
+
         # graphql-core reports its token limit as a syntax error; it is a size refusal.
-        return QueryTooComplex(f"the document is too long: {error.message.split(': ', 1)[1]}")
+        return QueryTooComplex(f"the document is longer than {MAX_TOKENS} tokens, the limit")
+    if error.message.startswith(_NESTING_ERROR):
+        return QueryTooComplex(
+            f"the document nests deeper than {MAX_NESTING_DEPTH} levels, the parser's limit"
+        )
     error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_PARSE_FAILED"}
     return error
+
+
+def _size_refusals(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """A validation graphql-core aborted answers QUERY_TOO_COMPLEX alone, never its bare
+    "Validation aborted.": the service's own limit errors when there are any, else
+    one that names the bound that stopped it."""
+    aborted = next((e for e in errors if isinstance(e, ValidationAbortedError)), None)
+    if aborted is None:
+        return errors
+    ours = [e for e in errors if (e.extensions or {}).get("code") == "QUERY_TOO_COMPLEX"]
+    if ours:
+        return ours
+    if aborted.message.startswith(_TOO_MANY_ERRORS):
+        reason = (
+            f"the document holds more than {MAX_VALIDATION_ERRORS} errors, the most "
+            "validation reports"
+        )
+    else:
+        reason = (
+            "the document is too costly to validate: it repeats fields past "
+            f"{MAX_COMPLEXITY_BUDGET} field comparisons, or spreads fragments and uses "
+            f"variables past {MAX_FRAGMENT_WORK} times"
+        )
+    return [QueryTooComplex(reason)]
