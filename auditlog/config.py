@@ -105,6 +105,9 @@ class Settings:
     secret_key: str = ""
     jwt_secret: str | None = None
     jwks_url: str | None = None
+    # When set, console session tokens must carry this `iss` / this `aud` (among theirs).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
     allow_private_destinations: bool = False
     # How long a signed export download link stays valid.
     export_link_ttl_seconds: int = 3600
@@ -151,6 +154,8 @@ class Settings:
             secret_key=env.get("AUDITLOG_SECRET_KEY", ""),
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
+            jwt_issuer=env.get("AUDITLOG_JWT_ISSUER") or None,
+            jwt_audience=env.get("AUDITLOG_JWT_AUDIENCE") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
@@ -168,6 +173,15 @@ class Settings:
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
+        if (settings.jwt_secret or settings.jwks_url) and not (
+            settings.jwt_issuer and settings.jwt_audience
+        ):
+            # Accepted, but said: without both, any token the same key signed for
+            # another application (or another issuer) signs in to the console.
+            log.warning(
+                "console session tokens are accepted without an issuer or audience check: "
+                "set AUDITLOG_JWT_ISSUER and AUDITLOG_JWT_AUDIENCE"
+            )
         if settings.secret_key and len(settings.secret_key) < 32:
             # Accepted (the contract sets no length), but said: links, cursors and
             # stored credentials are only as safe as this key.

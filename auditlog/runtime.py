@@ -84,7 +84,12 @@ async def open_services(
             bus=bus,
             ingestor=ingestor,
             cursors=CursorCodec(settings.secret_key),
-            sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
+            sessions=SessionTokens(
+                settings.jwt_secret,
+                settings.jwks_url,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            ),
             download_slots=asyncio.Semaphore(download_slots_for(pool_size)),
             signing_keys=signing_keys,
             ingest_rate=IngestRateLimiter(

@@ -17,11 +17,13 @@ from typing import Any
 
 import asyncpg
 import httpx
+import jwt
 import pytest
 
 from auditlog.runtime import Services
 from auditlog.storage.database import create_pool, owner_connection
 from tests.conftest import (
+    JWT_SECRET,
     RunningService,
     WorkspaceKeys,
     create_workspace_keys,
@@ -191,3 +193,33 @@ async def test_a_document_over_graphql_cores_limits_is_query_too_complex(
     errors = body["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COMPLEX"], errors[-2:]
     assert limit in errors[0]["message"] and "aborted" not in errors[0]["message"], errors
+
+
+# A console token minted by the identity provider for another application (its
+# issuer or audience not ours) signed in, as long as the signing key matched ---
+
+
+def console_token(workspace_id: str, role: str = "admin", **claims: Any) -> str:
+    body = {"sub": "u_9", "workspace": workspace_id, "role": role, "exp": int(time.time()) + 600}
+    return jwt.encode({**body, **claims}, JWT_SECRET, algorithm="HS256")
+
+
+async def test_console_tokens_of_another_issuer_or_audience_are_refused(
+    database_url: str, data_dir: Path
+) -> None:
+    ours = {"jwt_issuer": "https://id.acme.io", "jwt_audience": "auditlog"}
+    async with service_with(database_url, data_dir, **ours) as (_, ws):
+        query = {"query": "{ workspace { id } }"}
+
+        async def status(token: str) -> int:
+            response = await ws.http.post("/graphql", json=query, headers=ws.auth(token))
+            return response.status_code
+
+        iss, aud = ours["jwt_issuer"], ours["jwt_audience"]
+        assert await status(console_token(ws.id, iss=iss, aud=aud)) == 200
+        assert await status(console_token(ws.id, iss=iss, aud=[aud, "other"])) == 200
+        assert await status(console_token(ws.id)) == 401
+        assert await status(console_token(ws.id, iss=iss)) == 401
+        assert await status(console_token(ws.id, aud=aud)) == 401
+        assert await status(console_token(ws.id, iss="https://evil.example", aud=aud)) == 401
+        assert await status(console_token(ws.id, iss=iss, aud="another-app")) == 401
