@@ -112,7 +112,10 @@ def _exit_normally(signum: int, frame: Any) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from auditlog.access_log import redact_access_log
     from auditlog.app import create_app
+
+    redact_access_log()  # create_app does it again in each process of `--workers N`
 
     if args.demo:
         from auditlog.serve_demo import prepare_demo

@@ -8,12 +8,17 @@ start a service with other settings and make a workspace with keys of every role
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import PIPE, STDOUT
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
@@ -24,14 +29,17 @@ from auditlog.runtime import Services
 from auditlog.storage.database import create_pool, owner_connection
 from tests.conftest import (
     JWT_SECRET,
+    SECRET_KEY,
     RunningService,
     WorkspaceKeys,
     create_workspace_keys,
     event,
+    free_port,
     make_settings,
     start_service,
     stop_service,
 )
+from tests.exports_support import create_export, download
 from tests.streaming.gql import DELETE, PAUSE, create_destination
 
 LAG_CAP = 10_000  # lagEvents' documented "at least" bound
@@ -223,3 +231,43 @@ async def test_console_tokens_of_another_issuer_or_audience_are_refused(
         assert await status(console_token(ws.id, aud=aud)) == 401
         assert await status(console_token(ws.id, iss="https://evil.example", aud=aud)) == 401
         assert await status(console_token(ws.id, iss=iss, aud="another-app")) == 401
+
+
+# A signed download link travels in the query string, and uvicorn's access log
+# printed it whole: anyone reading the logs could download the export ---------
+
+
+async def test_download_signatures_stay_out_of_the_access_log(
+    services: Services, database_url: str, data_dir: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AUDITLOG_DATA_DIR": str(data_dir),
+        "AUDITLOG_SECRET_KEY": SECRET_KEY,
+    }
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port)]
+    server = await asyncio.create_subprocess_exec(
+        *command, "--no-background", env=env, stdout=PIPE, stderr=STDOUT
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            ws = await create_workspace_keys(services, client)
+            assert (await ws.ingest([event()])).status_code == 202
+            export = await create_export(ws, "CSV", None)
+            url = export["files"][0]["url"]
+            signature = parse_qs(urlsplit(url).query)["signature"][0]
+            await download(client, url)
+    finally:
+        server.terminate()
+        logged, _ = await server.communicate()
+    log = logged.decode()
+    assert f"GET {urlsplit(url).path}" in log, log  # the download was logged...
+    assert signature not in log, log  # ...without its signature
