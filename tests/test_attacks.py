@@ -271,3 +271,17 @@ async def test_download_signatures_stay_out_of_the_access_log(
     log = logged.decode()
     assert f"GET {urlsplit(url).path}" in log, log  # the download was logged...
     assert signature not in log, log  # ...without its signature
+
+
+# The workspace query answered member and ingest keys (plan and retention), though
+# the contract gives a member nothing and an ingest key only ingest -------------
+
+
+async def test_member_and_ingest_keys_cannot_read_the_workspace(workspace: WorkspaceKeys) -> None:
+    for key in (workspace.member, workspace.ingest_key):
+        body = await workspace.gql("{ workspace { id plan retentionDays } }", key=key)
+        assert body["data"] is None, body
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+    for key in (workspace.owner, workspace.admin):
+        body = await workspace.gql("{ workspace { id } }", key=key)
+        assert body["data"]["workspace"] == {"id": workspace.id}
