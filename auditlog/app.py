@@ -11,6 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 
+from auditlog.access_log import redact_access_log
 from auditlog.config import Settings
 from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.exports import download_export_part, download_export_proof
@@ -64,6 +65,7 @@ def create_app_from_env() -> Starlette:
 def create_app(settings: Settings | None = None, *, background: bool = True) -> Starlette:
     """The ASGI app. `background=False` runs no stream workers or maintenance (tests, `worker`)."""
     settings = settings or Settings.from_env()
+    redact_access_log()  # download links are signed in their query string
     graphql = AuditLogGraphQL(schema, keep_alive=True, keep_alive_interval=15)
 
     @asynccontextmanager

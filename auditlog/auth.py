@@ -81,42 +81,71 @@ def split_token(token: str) -> tuple[str, str] | None:
 class SessionTokens:
     """Verifies console session JWTs: HS256 with AUDITLOG_JWT_SECRET, or asymmetric
     keys published at AUDITLOG_JWKS_URL. The algorithm is never taken on the
-    token's word: HS256 only with the secret, RS/PS/ES/EdDSA only with the JWKS."""
+    token's word: HS256 only with the secret, RS/PS/ES/EdDSA only with the JWKS.
+    With an issuer or an audience configured, a token must carry that `iss`, and
+    that value among its `aud`: an identity provider signs tokens for many
+    applications with the same keys, and only those meant for this one may sign in."""
 
     _ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
     _REQUIRED = ("exp", "sub", "workspace", "role")
+    # An unknown `kid` refetches the JWKS at most this often: tokens with made-up
+    # key ids cannot make the service hammer the identity provider.
+    JWKS_REFETCH_COOLDOWN = 30.0
 
-    def __init__(self, secret: str | None, jwks_url: str | None = None) -> None:
+    def __init__(
+        self,
+        secret: str | None,
+        jwks_url: str | None = None,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+    ) -> None:
         self._secret = secret
         self._jwks = (
-            jwt.PyJWKClient(jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            jwt.PyJWKClient(
+                jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=5,
+                cooldown_duration=self.JWKS_REFETCH_COOLDOWN,
+            )
             if jwks_url
             else None
         )
+        self._issuer = issuer
+        self._audience = audience
+        required = list(self._REQUIRED)
+        if issuer is not None:
+            required.append("iss")
+        if audience is not None:
+            required.append("aud")
+        # Without a configured audience an `aud` is not checked: it names some
+        # application, and the service has not been told which one it is.
+        self._options: dict[str, Any] = {"require": required, "verify_aud": audience is not None}
 
     @property
     def enabled(self) -> bool:
         return bool(self._secret or self._jwks)
 
+    def _decode(self, token: str, key: Any, alg: str) -> dict[str, Any]:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key,
+            algorithms=[alg],
+            options=self._options,  # type: ignore[arg-type]
+            issuer=self._issuer,
+            audience=self._audience,
+        )
+        return claims
+
     async def claims(self, token: str) -> dict[str, Any]:
         try:
             alg = jwt.get_unverified_header(token).get("alg")
             if alg == "HS256" and self._secret:
-                return jwt.decode(
-                    token,
-                    self._secret,
-                    algorithms=["HS256"],
-                    # An identity provider's `aud` is not ours to check (as with JWKS).
-                    options={"require": list(self._REQUIRED), "verify_aud": False},
-                )
+                return self._decode(token, self._secret, "HS256")
             if alg in self._ASYMMETRIC and self._jwks is not None:
                 signing_key = await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)
-                return jwt.decode(
-                    token,
-                    signing_key.key,
-                    algorithms=[str(alg)],
-                    options={"require": list(self._REQUIRED), "verify_aud": False},
-                )
+                return self._decode(token, signing_key.key, str(alg))
         except jwt.ExpiredSignatureError:
             raise AuthError(EXPIRED_SESSION) from None
         except jwt.PyJWTError as exc:

@@ -155,11 +155,14 @@ def _exit_normally(signum: int, frame: Any) -> None:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from auditlog.access_log import redact_access_log
     from auditlog.app import create_app
     from auditlog.integrity.keys import load_signer
 
     # A bad signing key stops the start here, with one line naming it, before any server.
     load_signer(settings.with_secret_key())
+
+    redact_access_log()  # create_app does it again in each process of `--workers N`
 
     if args.demo:
         from auditlog.serve_demo import prepare_demo

@@ -61,6 +61,21 @@ def _at_least_one(env: dict[str, str], name: str, default: int, *, most: int) ->
     return int(raw)
 
 
+# A full ingest batch (ingest.validate.MAX_EVENTS): a smaller burst could never
+# accept one.
+_LARGEST_BATCH = 1000
+
+
+def _ingest_rate(env: dict[str, str]) -> tuple[int, int]:
+    rate = _count(env, "AUDITLOG_INGEST_EVENTS_PER_SECOND", 5000, most=10_000_000)
+    burst = _count(env, "AUDITLOG_INGEST_BURST_EVENTS", max(2 * rate, _LARGEST_BATCH), most=10**8)
+    if rate and burst < _LARGEST_BATCH:
+        raise ConfigError(
+            f"AUDITLOG_INGEST_BURST_EVENTS: at least {_LARGEST_BATCH} (one full batch)"
+        )
+    return rate, burst
+
+
 def _public_url(raw: str | None) -> str | None:
     """An absolute http(s) URL without query or fragment, without a trailing slash."""
     if raw is None:
@@ -99,6 +114,9 @@ class Settings:
     secret_key: str = ""
     jwt_secret: str | None = None
     jwks_url: str | None = None
+    # When set, console session tokens must carry this `iss` / this `aud` (among theirs).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
     allow_private_destinations: bool = False
     # How long a signed export download link stays valid.
     export_link_ttl_seconds: int = 3600
@@ -129,6 +147,14 @@ class Settings:
     # A retention cut deletes nothing it would not have deleted before for this
     # many days (a mistyped set-plan can be undone); holds released wait too.
     retention_grace_days: int = DEFAULT_RETENTION_GRACE_DAYS
+    # Every statement of the service's pool is cancelled past this (PostgreSQL's
+    # statement_timeout): no request can hold a connection and a core for ever.
+    # Maintenance and migrations (owner connections) are not bounded by it.
+    statement_timeout_seconds: float = 30.0
+    # Ingest: events each API key may send a second, and the burst it may send at
+    # once (a token bucket per key, in each server process); 0: no limit.
+    ingest_events_per_second: int = 5000
+    ingest_burst_events: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -140,6 +166,7 @@ class Settings:
         geoip = env.get("AUDITLOG_GEOIP_DB") or None
         if geoip and not Path(geoip).is_file():
             raise ConfigError(f"AUDITLOG_GEOIP_DB: no such file: {geoip}")
+        ingest_rate, ingest_burst = _ingest_rate(env)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
@@ -148,6 +175,8 @@ class Settings:
             secret_key=env.get("AUDITLOG_SECRET_KEY", ""),
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,
+            jwt_issuer=env.get("AUDITLOG_JWT_ISSUER") or None,
+            jwt_audience=env.get("AUDITLOG_JWT_AUDIENCE") or None,
             allow_private_destinations=_flag(env.get("AUDITLOG_ALLOW_PRIVATE_DESTINATIONS")),
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
@@ -165,9 +194,23 @@ class Settings:
             retention_grace_days=_count(
                 env, "AUDITLOG_RETENTION_GRACE_DAYS", DEFAULT_RETENTION_GRACE_DAYS, most=365
             ),
+            statement_timeout_seconds=_positive_float(
+                env, "AUDITLOG_STATEMENT_TIMEOUT_SECONDS", 30.0
+            ),
+            ingest_events_per_second=ingest_rate,
+            ingest_burst_events=ingest_burst,
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
+        if (settings.jwt_secret or settings.jwks_url) and not (
+            settings.jwt_issuer and settings.jwt_audience
+        ):
+            # Accepted, but said: without both, any token the same key signed for
+            # another application (or another issuer) signs in to the console.
+            log.warning(
+                "console session tokens are accepted without an issuer or audience check: "
+                "set AUDITLOG_JWT_ISSUER and AUDITLOG_JWT_AUDIENCE"
+            )
         if settings.secret_key and len(settings.secret_key) < 32:
             # Accepted (the contract sets no length), but said: links, cursors and
             # stored credentials are only as safe as this key.

@@ -18,6 +18,7 @@ from auditlog.auth import SessionTokens
 from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.rate import IngestRateLimiter
 from auditlog.ingest.service import Ingestor
 from auditlog.integrity.keys import SigningKeys
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
@@ -103,6 +104,7 @@ class Services:
     # download_slots_for(pool size) do at once, so they never take the whole pool.
     download_slots: DownloadSlots
     signing_keys: SigningKeys  # checkpoints: loaded at start, so a bad key stops it there
+    ingest_rate: IngestRateLimiter  # per API key, in this process
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
     export_counters: ExportCounters = field(default_factory=ExportCounters)
     sockets: SocketRegistry | None = None  # open websockets, by the web app's lifespan
@@ -129,7 +131,9 @@ async def open_services(
         applied = await migrate(url)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
-    pool = await create_pool(url, max_size=pool_size)
+    pool = await create_pool(
+        url, max_size=pool_size, statement_timeout=settings.statement_timeout_seconds
+    )
     geoip = GeoIP(settings.geoip_db)
     bus = LiveBus(settings.redis_url)
     try:
@@ -143,11 +147,19 @@ async def open_services(
             bus=bus,
             ingestor=ingestor,
             cursors=CursorCodec(settings.secret_key),
-            sessions=SessionTokens(settings.jwt_secret, settings.jwks_url),
+            sessions=SessionTokens(
+                settings.jwt_secret,
+                settings.jwks_url,
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+            ),
             download_slots=DownloadSlots(
                 download_slots_for(pool_size), settings.downloads_per_workspace
             ),
             signing_keys=signing_keys,
+            ingest_rate=IngestRateLimiter(
+                settings.ingest_events_per_second, settings.ingest_burst_events
+            ),
         )
     finally:
         await bus.disconnect()

@@ -135,6 +135,9 @@ def make_settings(database_url: str, tmp: Path, **overrides: Any) -> Settings:
         "secret_key": SECRET_KEY,
         "jwt_secret": JWT_SECRET,
         "allow_private_destinations": True,
+        # Tests load tens of thousands of events through one key as fast as they can;
+        # the ingest rate limit is tested on a service of its own (test_attacks.py).
+        "ingest_events_per_second": 0,
     }
     values.update(overrides)
     return Settings(**values)

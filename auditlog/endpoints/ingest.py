@@ -85,8 +85,22 @@ async def ingest_events(request: Request) -> Response:
             {"error": "too_large", "message": f"a request holds at most {MAX_EVENTS} events"},
             413,
         )
+    services = services_of(request)
+    # Counted in events, before any validation or database work for them.
+    wait = services.ingest_rate.take(principal.key_id or "", len(decoded))
+    if wait is not None:
+        limiter = services.ingest_rate
+        return json_response(
+            {
+                "error": "rate_limited",
+                "message": f"this key may send {limiter.rate:g} events a second "
+                f"(bursts of {limiter.burst}); retry in {wait} s",
+            },
+            429,
+            headers={"Retry-After": str(wait)},
+        )
     try:
-        result = await services_of(request).ingestor.ingest(decoded, principal.workspace_id)
+        result = await services.ingestor.ingest(decoded, principal.workspace_id)
     except BatchRejected as exc:
         return json_response(
             {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from auditlog.errors import AuthError
-from auditlog.schema.context import Context
+from auditlog.schema.context import Context, operation_memo
 from auditlog.streaming.config import DestinationConfig
 from auditlog.streaming.destinations import (
     Caller,
@@ -23,9 +25,20 @@ async def _admin(ctx: Context) -> tuple[StreamingAdmin, Caller]:
     return StreamingAdmin(services.pool, services.ingestor, services.settings), caller
 
 
-async def list_destinations(ctx: Context) -> list[DestinationView]:
+async def _list(ctx: Context) -> list[DestinationView]:
     admin, caller = await _admin(ctx)
     return await admin.list_all(caller)
+
+
+async def list_destinations(ctx: Context) -> list[DestinationView]:
+    """Listed once per request: aliased `streamingDestinations` fields (resolved
+    concurrently) share one listing, so aliases do not multiply the lag counts."""
+    memo = operation_memo()
+    listing = memo.get("streaming_destinations")
+    if listing is None:
+        listing = memo["streaming_destinations"] = asyncio.ensure_future(_list(ctx))
+    views: list[DestinationView] = await asyncio.shield(listing)
+    return views
 
 
 async def create_destination(

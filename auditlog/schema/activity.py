@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from auditlog.storage.activity import SeenRow
+from auditlog.storage.activity import MAX_EVENTS, ActivityRows, SeenRow
 
 
 @strawberry.type
@@ -24,24 +24,29 @@ class SeenValue:
 
 
 @strawberry.type(
-    description="Where an actor has been seen, from every event of theirs in the range: "
-    "IP addresses, countries (ISO codes) and devices ('browser / os / device'), "
-    "the most recently seen first."
+    description="Where an actor has been seen, from their events in the range (the newest "
+    f"{MAX_EVENTS} at most, see truncated): IP addresses, countries (ISO codes) and devices "
+    "('browser / os / device'), the most recently seen first."
 )
 class ActorActivity:
     actor_email: str
     ip_addresses: list[SeenValue]
     countries: list[SeenValue]
     devices: list[SeenValue]
+    truncated: bool = strawberry.field(
+        description=f"the range holds more than {MAX_EVENTS} events of this actor: the values "
+        "are those of the newest; set occurredTo to look further back"
+    )
 
     @classmethod
-    def from_rows(cls, actor_email: str, rows: list[SeenRow]) -> ActorActivity:
+    def from_rows(cls, actor_email: str, result: ActivityRows) -> ActorActivity:
         def kind(name: str) -> list[SeenValue]:
-            return [SeenValue.from_row(r) for r in rows if r.kind == name]
+            return [SeenValue.from_row(r) for r in result.rows if r.kind == name]
 
         return cls(
             actor_email=actor_email,
             ip_addresses=kind("ip"),
             countries=kind("country"),
             devices=kind("device"),
+            truncated=result.truncated,
         )

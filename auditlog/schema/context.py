@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from strawberry.extensions import SchemaExtension
 from strawberry.types import Info as StrawberryInfo
 
 from auditlog.auth import Principal
@@ -32,3 +36,25 @@ class Context:
 
 
 Info = StrawberryInfo[Context, None]
+
+
+_memo: ContextVar[dict[str, Any] | None] = ContextVar("auditlog_operation_memo", default=None)
+
+
+class OperationMemo(SchemaExtension):
+    """A fresh memo for every operation, for work its aliased fields may share (a
+    websocket's operations share one Context, so Context.extra would not do)."""
+
+    def on_operation(self) -> Iterator[None]:
+        token = _memo.set({})
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # ended in another context
+                _memo.reset(token)
+
+
+def operation_memo() -> dict[str, Any]:
+    """This operation's memo (an empty one, not kept, outside any operation)."""
+    memo = _memo.get()
+    return memo if memo is not None else {}

@@ -11,8 +11,13 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import asyncpg
 import strawberry
 from graphql import DocumentNode, GraphQLError, Node, VariableDefinitionNode
+from graphql.language.parser import MAX_NESTING_DEPTH
+from graphql.validation.rules.overlapping_fields_can_be_merged import MAX_COMPLEXITY_BUDGET
+from graphql.validation.validate import ValidationAbortedError
+from graphql.validation.validation_context import MAX_FRAGMENT_WORK
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext, ExecutionResult
 
@@ -66,7 +71,19 @@ def extensions_for(error: BaseException | None) -> dict[str, Any] | None:
     return extensions
 
 
-def _classify(error: GraphQLError, request_id: str, document: DocumentNode | None) -> GraphQLError:
+def statement_timeout_message(seconds: float) -> str:
+    return (
+        f"the query ran past the statement timeout ({seconds:g} s) and was stopped: "
+        "narrow the filter or the time range, or ask for smaller pages"
+    )
+
+
+def _classify(
+    error: GraphQLError,
+    request_id: str,
+    document: DocumentNode | None,
+    statement_timeout: float | None = None,
+) -> GraphQLError:
     original = error.original_error
     if isinstance(original, GraphQLError) and (original.extensions or {}).get("code"):
         error.extensions = {**(error.extensions or {}), **(original.extensions or {})}
@@ -84,10 +101,16 @@ def _classify(error: GraphQLError, request_id: str, document: DocumentNode | Non
         else:
             error.extensions = {"code": "GRAPHQL_VALIDATION_FAILED"}
         return error
+    message = str(original)
     extensions = extensions_for(original)
+    if isinstance(original, asyncpg.QueryCanceledError) and statement_timeout is not None:
+        # SQLSTATE 57014: the pool's statement_timeout cancelled it. The caller asked
+        # for too much at once (or the database is overloaded): an answer, not a fault.
+        message = statement_timeout_message(statement_timeout)
+        extensions = {"code": "QUERY_TOO_COMPLEX", "limit": "statementTimeout"}
     if extensions is not None:
         return GraphQLError(
-            str(original),
+            message,
             nodes=error.nodes,
             source=error.source,
             positions=error.positions,
@@ -120,7 +143,9 @@ class ErrorCodes(SchemaExtension):
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "-")
         document = self.execution_context.graphql_document
-        result.errors = [_classify(e, request_id, document) for e in result.errors]
+        services = getattr(context, "services", None)
+        timeout = services.settings.statement_timeout_seconds if services else None
+        result.errors = [_classify(e, request_id, document, timeout) for e in result.errors]
 
 
 class AuditLogSchema(strawberry.Schema):
@@ -128,7 +153,7 @@ class AuditLogSchema(strawberry.Schema):
         result = await super().execute(*args, **kwargs)
         if result.errors:
             # A syntax error raised by the parser cache skips the extensions' result hooks.
-            result.errors = [_parse_error_code(e) for e in result.errors]
+            result.errors = _size_refusals([_parse_error_code(e) for e in result.errors])
         return result
 
     def process_errors(
@@ -138,14 +163,49 @@ class AuditLogSchema(strawberry.Schema):
         id; expected ones (bad input, forbidden) are answers, not server faults."""
 
 
+# graphql-core's own bounds, which a document can reach under the service's limits
+# (schema/limits.py): each refusal names its bound, as those limits do.
+MAX_VALIDATION_ERRORS = 100  # graphql-core's default max_errors, which Strawberry keeps
+_TOO_MANY_ERRORS = "Too many validation errors"
 _TOKEN_ERROR = "Syntax Error: Document contains more than"
+_NESTING_ERROR = "Syntax Error: Document is nested too deeply"
 
 
 def _parse_error_code(error: GraphQLError) -> GraphQLError:
     if (error.extensions or {}).get("code"):
         return error
     if error.message.startswith(_TOKEN_ERROR):
+        from auditlog.schema.limits import MAX_TOKENS  # limits imports this module
+
         # graphql-core reports its token limit as a syntax error; it is a size refusal.
-        return QueryTooComplex(f"the document is too long: {error.message.split(': ', 1)[1]}")
+        return QueryTooComplex(f"the document is longer than {MAX_TOKENS} tokens, the limit")
+    if error.message.startswith(_NESTING_ERROR):
+        return QueryTooComplex(
+            f"the document nests deeper than {MAX_NESTING_DEPTH} levels, the parser's limit"
+        )
     error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_PARSE_FAILED"}
     return error
+
+
+def _size_refusals(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """A validation graphql-core aborted answers QUERY_TOO_COMPLEX alone, never its bare
+    "Validation aborted.": the service's own limit errors when there are any, else
+    one that names the bound that stopped it."""
+    aborted = next((e for e in errors if isinstance(e, ValidationAbortedError)), None)
+    if aborted is None:
+        return errors
+    ours = [e for e in errors if (e.extensions or {}).get("code") == "QUERY_TOO_COMPLEX"]
+    if ours:
+        return ours
+    if aborted.message.startswith(_TOO_MANY_ERRORS):
+        reason = (
+            f"the document holds more than {MAX_VALIDATION_ERRORS} errors, the most "
+            "validation reports"
+        )
+    else:
+        reason = (
+            "the document is too costly to validate: it repeats fields past "
+            f"{MAX_COMPLEXITY_BUDGET} field comparisons, or spreads fragments and uses "
+            f"variables past {MAX_FRAGMENT_WORK} times"
+        )
+    return [QueryTooComplex(reason)]

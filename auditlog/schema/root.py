@@ -14,7 +14,7 @@ from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
 from auditlog.schema.activity import ActorActivity
-from auditlog.schema.context import Info
+from auditlog.schema.context import Info, OperationMemo
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
 from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
@@ -98,6 +98,7 @@ def build_schema(query: type = Query) -> AuditLogSchema:
         lambda: ParserCache(maxsize=256),
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
+        OperationMemo,
     ]
     return AuditLogSchema(
         query=query,

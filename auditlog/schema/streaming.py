@@ -125,7 +125,9 @@ class StreamingDestination:
     status: DestinationStatus
     config: JSON = strawberry.field(description="credentials masked, never returned")
     last_delivered_at: datetime | None
-    lag_events: int
+    lag_events: int = strawberry.field(
+        description="events not yet acknowledged, counted up to 10000: 10000 means at least 10000"
+    )
     last_error: str | None
     created_at: datetime
 

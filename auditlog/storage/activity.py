@@ -1,7 +1,9 @@
 """Where an actor has been seen: distinct IP addresses, countries and devices.
 
 Read from the events themselves (every event of the actor, not only logins),
-so it always agrees with the log. Countries are ISO codes and devices the
+so it always agrees with the log; from the newest MAX_EVENTS of them in the
+range at most (one backward index scan), so one actor's millions of events
+cannot make one query read them all. Countries are ISO codes and devices the
 "browser / os / device" label, as login anomalies use them.
 """
 
@@ -13,6 +15,7 @@ from datetime import datetime
 import asyncpg
 
 MAX_VALUES = 500  # per kind; the most recently seen first
+MAX_EVENTS = 10_000  # events read at most: the newest in the range
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +27,24 @@ class SeenRow:
     last_seen: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityRows:
+    rows: list[SeenRow]
+    truncated: bool  # the range holds more than MAX_EVENTS events: the newest were read
+
+
+# The newest MAX_EVENTS + 1 events: the one more only tells that there are more.
 _SQL = """
-WITH e AS MATERIALIZED (
-    SELECT occurred_at, ip, payload::jsonb AS p
+WITH newest AS MATERIALIZED (
+    SELECT occurred_at, ip, payload
     FROM audit_events
     WHERE workspace_id = $1 AND actor_email = $2
       AND ($3::timestamptz IS NULL OR occurred_at >= $3)
       AND ($4::timestamptz IS NULL OR occurred_at < $4)
+    ORDER BY occurred_at DESC, seq DESC
+    LIMIT $6 + 1
+), e AS MATERIALIZED (
+    SELECT occurred_at, ip, payload::jsonb AS p FROM newest LIMIT $6
 ), seen AS (
     SELECT 'ip' AS kind, host(ip) AS value, occurred_at FROM e WHERE ip IS NOT NULL
     UNION ALL
@@ -44,12 +58,16 @@ WITH e AS MATERIALIZED (
     FROM seen WHERE value IS NOT NULL
     GROUP BY kind, value
 )
-SELECT kind, value, count, first_seen, last_seen FROM (
+SELECT kind, value, count, first_seen, last_seen,
+       (SELECT count(*) FROM newest) > $6 AS truncated
+FROM (
     SELECT *, row_number() OVER (PARTITION BY kind ORDER BY last_seen DESC, value) AS n
     FROM grouped
 ) ranked
 WHERE n <= $5
-ORDER BY kind, last_seen DESC, value
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, (SELECT count(*) FROM newest) > $6
+ORDER BY 1, 5 DESC, 2
 """
 
 
@@ -59,11 +77,17 @@ async def read_actor_activity(
     actor_email: str,
     occurred_from: datetime | None,
     occurred_to: datetime | None,
-) -> list[SeenRow]:
-    """Distinct values seen on the actor's events (email lower-cased), newest first."""
+    *,
+    max_events: int = MAX_EVENTS,
+) -> ActivityRows:
+    """Distinct values seen on the actor's newest events (email lower-cased), the
+    most recently seen first; one row more (kind NULL) carries `truncated`."""
     records = await conn.fetch(
-        _SQL, workspace_id, actor_email, occurred_from, occurred_to, MAX_VALUES
+        _SQL, workspace_id, actor_email, occurred_from, occurred_to, MAX_VALUES, max_events
     )
-    return [
-        SeenRow(r["kind"], r["value"], r["count"], r["first_seen"], r["last_seen"]) for r in records
+    rows = [
+        SeenRow(r["kind"], r["value"], r["count"], r["first_seen"], r["last_seen"])
+        for r in records
+        if r["kind"] is not None
     ]
+    return ActivityRows(rows, any(r["truncated"] for r in records))

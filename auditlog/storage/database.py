@@ -60,7 +60,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-def runtime_server_settings() -> dict[str, str]:
+# The runtime pool's statement timeout unless told otherwise (Settings).
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+
+
+def runtime_server_settings(
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+) -> dict[str, str]:
     return {
         # The service runs as the runtime role: INSERT and SELECT on events, nothing else.
         "role": RUNTIME_ROLE,
@@ -69,6 +75,9 @@ def runtime_server_settings() -> dict[str, str]:
         # Generic plans on a partitioned table can lose partition pruning (docs/architecture.md);
         # only page reads that suit them ask for them (acquire_with_plans).
         "plan_cache_mode": CUSTOM_PLANS,
+        # Every statement, one page read or one batch of a download alike, is cancelled
+        # past this: a slow query or one stuck on a lock cannot hold its connection.
+        "statement_timeout": f"{round(statement_timeout * 1000)}ms",
     }
 
 
@@ -147,14 +156,20 @@ async def acquire_with_plans(pool: asyncpg.Pool, mode: str) -> AsyncIterator[asy
         await pool.release(conn)
 
 
-async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
         url,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
         setup=_setup_connection,
-        server_settings=runtime_server_settings(),
+        server_settings=runtime_server_settings(statement_timeout),
         connection_class=RuntimeConnection,
     )
     assert pool is not None
@@ -163,8 +178,9 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 10) -> asy
 
 @asynccontextmanager
 async def owner_connection(url: str) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the owner, for migrations and maintenance only."""
-    conn = await asyncpg.connect(url, server_settings={"TimeZone": "UTC"})
+    """A connection as the owner, for migrations and maintenance only; no statement
+    timeout (a retention purge or a migration may rightly run for minutes)."""
+    conn = await asyncpg.connect(url, server_settings={"TimeZone": "UTC", "statement_timeout": "0"})
     try:
         yield conn
     finally:

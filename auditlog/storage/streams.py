@@ -182,22 +182,28 @@ async def delete_destination(
     return _row(record) if record else None
 
 
-async def count_pending_events(conn: asyncpg.Connection, row: DestinationRow, cap: int) -> int:
-    """Committed events of the destination's categories after its cursor (at most `cap`)."""
-    return int(
-        await conn.fetchval(
-            """SELECT count(*) FROM (
-                   SELECT 1 FROM audit_events
-                   WHERE workspace_id = $1 AND (xid, seq) > ($2::text::xid8, $3)
-                     AND category = ANY($4::text[])
-                   LIMIT $5) AS pending""",
-            row.workspace_id,
-            str(row.cursor_xid),
-            row.cursor_seq,
-            row.categories,
-            cap,
-        )
+_PENDING = """SELECT count(*) FROM (
+        SELECT 1 FROM audit_events e
+        WHERE e.workspace_id = d.workspace_id
+          AND (e.xid, e.seq) > (d.cursor_xid::text::xid8, d.cursor_seq)
+          AND e.category = ANY(d.categories)
+        LIMIT $3) AS pending"""
+
+
+async def count_pending_events(
+    conn: asyncpg.Connection, workspace_id: str, cap: int, destination_id: uuid.UUID | None = None
+) -> dict[uuid.UUID, int]:
+    """Committed events of each destination's categories after its cursor, counted up
+    to `cap` each (an index range scan of at most `cap` rows per destination), for
+    every destination of the workspace or only `destination_id`, in one statement."""
+    records = await conn.fetch(
+        f"""SELECT d.id, ({_PENDING}) AS pending FROM stream_destinations d
+            WHERE d.workspace_id = $1 AND ($2::uuid IS NULL OR d.id = $2)""",
+        workspace_id,
+        destination_id,
+        cap,
     )
+    return {r["id"]: int(r["pending"]) for r in records}
 
 
 # Leases -------------------------------------------------------------------

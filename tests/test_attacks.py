@@ -1,0 +1,287 @@
+"""Attacks a security review tried, replayed: one small test per attack, named after it.
+
+Each section says the attack in a line and holds its tests. To add one: a new
+section with a `test_<attack>` function (or several); the helpers at the top
+start a service with other settings and make a workspace with keys of every role.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from subprocess import PIPE, STDOUT
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+
+from auditlog.runtime import Services
+from auditlog.storage.database import create_pool, owner_connection
+from tests.conftest import (
+    JWT_SECRET,
+    SECRET_KEY,
+    RunningService,
+    WorkspaceKeys,
+    create_workspace_keys,
+    event,
+    free_port,
+    make_settings,
+    start_service,
+    stop_service,
+)
+from tests.exports_support import create_export, download
+from tests.streaming.gql import DELETE, PAUSE, create_destination
+
+LAG_CAP = 10_000  # lagEvents' documented "at least" bound
+ACTIVITY_CAP = 10_000  # events actorActivity reads at most
+
+
+@asynccontextmanager
+async def service_with(
+    database_url: str, data_dir: Path, **overrides: Any
+) -> AsyncIterator[tuple[RunningService, WorkspaceKeys]]:
+    """A service of its own, with some settings changed, and a fresh workspace on it."""
+    running = await start_service(make_settings(database_url, data_dir, **overrides))
+    try:
+        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:
+            yield running, await create_workspace_keys(running.services, client)
+    finally:
+        await stop_service(running)
+
+
+# A statement that runs for ever (here: one waiting on a lock) holds a pooled
+# connection and the request with it --------------------------------------------
+
+
+async def test_a_statement_past_the_timeout_is_refused_clearly_not_hung(
+    database_url: str, data_dir: Path
+) -> None:
+    async with service_with(database_url, data_dir, statement_timeout_seconds=0.5) as (_, ws):
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                answer = ws.gql("{ auditEvents(first: 1) { edges { cursor } } }")
+                body = await asyncio.wait_for(answer, timeout=10)
+                waited = time.monotonic() - started
+        finally:
+            await locker.close()
+    assert waited < 5, f"answered after {waited:.1f} s, when the lock was released"
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "QUERY_TOO_COMPLEX", body
+    assert "statement timeout" in error["message"] and "0.5 s" in error["message"], body
+
+
+async def test_owner_connections_have_no_statement_timeout(services: Services) -> None:
+    async with owner_connection(services.database_url) as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == "0"
+    async with services.pool.acquire() as conn:
+        assert await conn.fetchval("SHOW statement_timeout") == "30s"
+    pool = await create_pool(services.database_url, min_size=1, max_size=1, statement_timeout=2.5)
+    try:
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW statement_timeout") == "2500ms"
+    finally:
+        await pool.close()
+
+
+# lagEvents counted every pending event (up to a million) of every destination,
+# again for every alias of streamingDestinations ---------------------------------
+
+
+async def ingest_many(ws: WorkspaceKeys, count: int, **fields: Any) -> None:
+    for start in range(0, count, 1000):
+        batch = [event("file.share.created", **fields) for _ in range(min(1000, count - start))]
+        response = await ws.ingest(batch)
+        assert response.status_code == 202, response.text
+
+
+async def test_lag_events_is_bounded_and_counted_once_per_request(
+    workspace: WorkspaceKeys,
+) -> None:
+    created = await create_destination(workspace, {"webhook": {"url": "http://127.0.0.1:9/x"}})
+    destination_id = created["destination"]["id"]
+    try:
+        await workspace.gql(PAUSE, {"id": destination_id})
+        await ingest_many(workspace, LAG_CAP + 50)
+        aliased = " ".join(f"a{i}: streamingDestinations {{ id lagEvents }}" for i in range(20))
+        body = await workspace.gql(f"{{ {aliased} }}")
+        assert "errors" not in body, body
+        lags = {d["lagEvents"] for listing in body["data"].values() for d in listing}
+        assert lags == {LAG_CAP}, lags  # "at least 10,000"
+    finally:
+        await workspace.gql(DELETE, {"id": destination_id})
+
+
+# actorActivity read every event of the actor in the range (all of retention by
+# default), however many: an actor of millions of events made one query read them all
+
+
+async def test_actor_activity_reads_at_most_the_newest_ten_thousand_events(
+    workspace: WorkspaceKeys,
+) -> None:
+    actor = {"type": "USER", "id": "u_busy", "name": "Busy", "email": "busy@acme.io"}
+    old = datetime.now(UTC) - timedelta(days=3)
+    oldest = event(actor=actor, ipAddress="89.160.20.112", occurredAt=old.isoformat())
+    assert (await workspace.ingest([oldest])).status_code == 202
+    await ingest_many(workspace, ACTIVITY_CAP, actor=actor, ipAddress="81.2.69.142")
+    query = (
+        '{ actorActivity(actorEmail: "busy@acme.io") { truncated ipAddresses { value count } } }'
+    )
+    body = await workspace.gql(query)
+    assert "errors" not in body, body
+    activity = body["data"]["actorActivity"]
+    assert activity["truncated"] is True
+    assert activity["ipAddresses"] == [{"value": "81.2.69.142", "count": ACTIVITY_CAP}]
+    narrowed = await workspace.gql(
+        """query($to: DateTime) { actorActivity(actorEmail: "busy@acme.io", occurredTo: $to) {
+             truncated ipAddresses { value count } } }""",
+        {"to": (old + timedelta(seconds=1)).isoformat()},
+    )
+    assert narrowed["data"]["actorActivity"] == {
+        "truncated": False,
+        "ipAddresses": [{"value": "89.160.20.112", "count": 1}],
+    }
+
+
+# Ingest had no rate: one key could send batch after batch as fast as the server
+# took them, at the cost of every other sender ---------------------------------
+
+
+async def test_ingest_over_a_keys_rate_answers_429_with_retry_after(
+    database_url: str, data_dir: Path
+) -> None:
+    limits = {"ingest_events_per_second": 100, "ingest_burst_events": 1000}
+    async with service_with(database_url, data_dir, **limits) as (running, ws):
+        assert (await ws.ingest([event() for _ in range(1000)])).status_code == 202
+        refused = await ws.ingest([event() for _ in range(500)])
+        assert refused.status_code == 429, refused.status_code
+        assert 1 <= int(refused.headers["Retry-After"]) <= 6, refused.headers
+        assert refused.json()["error"] == "rate_limited"
+        other = await create_workspace_keys(running.services, ws.http)
+        assert (await other.ingest([event()])).status_code == 202  # per key
+        await asyncio.sleep(int(refused.headers["Retry-After"]))
+        assert (await ws.ingest([event() for _ in range(500)])).status_code == 202
+
+
+# Documents built to exhaust graphql-core's own limits got its bare "Validation
+# aborted." or a syntax error instead of QUERY_TOO_COMPLEX naming the limit -----
+
+OVERSIZED_DOCUMENTS = {
+    "over 100 validation errors": ("{ " + " ".join(f"f{i}" for i in range(150)) + " }", "100"),
+    "a field repeated past the comparison budget": (
+        "{ " + " ".join("workspace { id }" for _ in range(1200)) + " }",
+        "500000",
+    ),
+    "nested deeper than the parser allows": (
+        "{" + "workspace {" * 250 + "id" + "}" * 250 + "}",
+        "200",
+    ),
+    "more tokens than the parser reads": ("{ " + "__typename " * 6000 + "}", "5000"),
+}
+
+
+@pytest.mark.parametrize("attack", OVERSIZED_DOCUMENTS)
+async def test_a_document_over_graphql_cores_limits_is_query_too_complex(
+    workspace: WorkspaceKeys, attack: str
+) -> None:
+    document, limit = OVERSIZED_DOCUMENTS[attack]
+    body = await workspace.gql(document)
+    errors = body["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["QUERY_TOO_COMPLEX"], errors[-2:]
+    assert limit in errors[0]["message"] and "aborted" not in errors[0]["message"], errors
+
+
+# A console token minted by the identity provider for another application (its
+# issuer or audience not ours) signed in, as long as the signing key matched ---
+
+
+def console_token(workspace_id: str, role: str = "admin", **claims: Any) -> str:
+    body = {"sub": "u_9", "workspace": workspace_id, "role": role, "exp": int(time.time()) + 600}
+    return jwt.encode({**body, **claims}, JWT_SECRET, algorithm="HS256")
+
+
+async def test_console_tokens_of_another_issuer_or_audience_are_refused(
+    database_url: str, data_dir: Path
+) -> None:
+    ours = {"jwt_issuer": "https://id.acme.io", "jwt_audience": "auditlog"}
+    async with service_with(database_url, data_dir, **ours) as (_, ws):
+        query = {"query": "{ workspace { id } }"}
+
+        async def status(token: str) -> int:
+            response = await ws.http.post("/graphql", json=query, headers=ws.auth(token))
+            return response.status_code
+
+        iss, aud = ours["jwt_issuer"], ours["jwt_audience"]
+        assert await status(console_token(ws.id, iss=iss, aud=aud)) == 200
+        assert await status(console_token(ws.id, iss=iss, aud=[aud, "other"])) == 200
+        assert await status(console_token(ws.id)) == 401
+        assert await status(console_token(ws.id, iss=iss)) == 401
+        assert await status(console_token(ws.id, aud=aud)) == 401
+        assert await status(console_token(ws.id, iss="https://evil.example", aud=aud)) == 401
+        assert await status(console_token(ws.id, iss=iss, aud="another-app")) == 401
+
+
+# A signed download link travels in the query string, and uvicorn's access log
+# printed it whole: anyone reading the logs could download the export ---------
+
+
+async def test_download_signatures_stay_out_of_the_access_log(
+    services: Services, database_url: str, data_dir: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "AUDITLOG_DATA_DIR": str(data_dir),
+        "AUDITLOG_SECRET_KEY": SECRET_KEY,
+    }
+    env.pop("REDIS_URL", None)
+    command = [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port)]
+    server = await asyncio.create_subprocess_exec(
+        *command, "--no-background", env=env, stdout=PIPE, stderr=STDOUT
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            for _ in range(200):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            ws = await create_workspace_keys(services, client)
+            assert (await ws.ingest([event()])).status_code == 202
+            export = await create_export(ws, "CSV", None)
+            url = export["files"][0]["url"]
+            signature = parse_qs(urlsplit(url).query)["signature"][0]
+            await download(client, url)
+    finally:
+        server.terminate()
+        logged, _ = await server.communicate()
+    log = logged.decode()
+    assert f"GET {urlsplit(url).path}" in log, log  # the download was logged...
+    assert signature not in log, log  # ...without its signature
+
+
+# The workspace query answered member and ingest keys (plan and retention), though
+# the contract gives a member nothing and an ingest key only ingest -------------
+
+
+async def test_member_and_ingest_keys_cannot_read_the_workspace(workspace: WorkspaceKeys) -> None:
+    for key in (workspace.member, workspace.ingest_key):
+        body = await workspace.gql("{ workspace { id plan retentionDays } }", key=key)
+        assert body["data"] is None, body
+        assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", body
+    for key in (workspace.owner, workspace.admin):
+        body = await workspace.gql("{ workspace { id } }", key=key)
+        assert body["data"]["workspace"] == {"id": workspace.id}
