@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     settings = settings or Settings.from_env()
     redact_access_log()  # download links are signed in their query string
     graphql = AuditLogGraphQL(schema, keep_alive=True, keep_alive_interval=15)
+    graphql.max_subscriptions_per_connection = settings.ws_max_operations
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -139,6 +139,10 @@ class Settings:
     # Open websockets' API keys are re-checked against the database this often, so a
     # revocation whose bus notice was lost still closes them (the contract: 5 s).
     ws_recheck_seconds: float = 2.0
+    # Bounds on websockets: operations in flight on one socket, and sockets one
+    # credential (an API key, a console user) may hold open in one process.
+    ws_max_operations: int = 25
+    ws_max_sockets_per_key: int = 50
     # Integrity: checkpoints are signed by this Ed25519 seed (base64), or by
     # one generated into the data folder; the log name is the key's name too.
     signing_key: str | None = None
@@ -181,6 +185,10 @@ class Settings:
             live_sharing=env.get("AUDITLOG_LIVE_SHARING", "1").strip() != "0",
             live_poll_seconds=_positive_float(env, "AUDITLOG_LIVE_POLL_SECONDS", 1.0),
             ws_recheck_seconds=_positive_float(env, "AUDITLOG_WS_RECHECK_SECONDS", 2.0),
+            ws_max_operations=_at_least_one(env, "AUDITLOG_WS_MAX_OPERATIONS", 25, most=1000),
+            ws_max_sockets_per_key=_at_least_one(
+                env, "AUDITLOG_WS_MAX_SOCKETS_PER_KEY", 50, most=100_000
+            ),
             export_link_ttl_seconds=_seconds(env, "AUDITLOG_EXPORT_LINK_TTL_SECONDS", 3600),
             public_url=_public_url(env.get("AUDITLOG_PUBLIC_URL") or None),
             exports_per_minute=_count(env, "AUDITLOG_EXPORTS_PER_MINUTE", 10, most=100_000),

@@ -38,6 +38,7 @@ from auditlog.auth import authenticate
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 from auditlog.schema.live import LiveOperation, live_operation
+from auditlog.ws_registry import TOO_MANY
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,16 @@ class SocketGuard:
         self.websocket = websocket
         self.closed = False  # by us: nothing more is sent
 
-    def admitted(self) -> None:
+    async def admitted(self) -> bool:
+        """Watch the admitted socket; False once closed for holding too many sockets."""
         registry = self.context.services.sockets
-        if registry is not None and self.context.principal is not None:
-            registry.add(self, self.context.principal)
+        if registry is None or self.context.principal is None:
+            return True
+        if registry.add(self, self.context.principal):
+            return True
+        most = registry.max_sockets_per_key
+        await self.close(TOO_MANY, f"Too many connections: at most {most} for one key")
+        return False
 
     def left(self) -> None:
         registry = self.context.services.sockets
@@ -130,9 +137,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await self.websocket.close(*refusal)
                 return
         await super().handle_connection_init(message)
-        if self.connection_acknowledged and self.ping_task is None:
-            self.guard.admitted()
+        if self.connection_acknowledged and self.ping_task is None and await self.guard.admitted():
             self.ping_task = asyncio.create_task(self._ping())
+
+    async def handle_subscribe(self, message: Any) -> None:
+        most = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and most is not None
+            and message["id"] not in self.operations
+            and len(self.operations) >= most
+        ):
+            # Strawberry's own refusal says neither the limit nor a code.
+            error = GraphQLError(
+                f"at most {most} operations may run at once on one websocket",
+                extensions={"code": "RATE_LIMITED", "limit": most},
+            )
+            await self.send_message(
+                {"id": message["id"], "type": "error", "payload": [error.formatted]}
+            )
+            return
+        await super().handle_subscribe(message)
 
     async def send_message(self, message: Any) -> None:
         if not self.guard.closed:  # operations still running until the disconnect
@@ -204,7 +229,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             return
         await super().handle_connection_init(message)
         if self.connection_acknowledged:
-            self.guard.admitted()
+            await self.guard.admitted()
 
     async def handle_async_results(
         self,

@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNAUTHORIZED = 4401
+TOO_MANY = 4429
+
+
+def credential_of(principal: Principal) -> str:
+    """What a socket limit counts by: the API key, or the console user of a workspace."""
+    if principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    return f"session:{principal.workspace_id}:{principal.subject}"
+
+
 _REVOCATIONS = "revocations"  # the one name the listener watches
 
 
@@ -45,9 +55,18 @@ class Closable(Protocol):
 
 
 class SocketRegistry:
-    def __init__(self, pool: asyncpg.Pool, bus: LiveBus, *, recheck_interval: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        bus: LiveBus,
+        *,
+        recheck_interval: float,
+        max_sockets_per_key: int = 50,
+    ) -> None:
         self.pool = pool
         self.recheck_interval = recheck_interval
+        self.max_sockets_per_key = max_sockets_per_key
+        self._per_credential: dict[str, int] = {}
         self._principals: dict[Closable, Principal] = {}
         self._by_key: dict[str, set[Closable]] = {}
         self._timers: dict[Closable, asyncio.TimerHandle] = {}
@@ -80,9 +99,14 @@ class SocketRegistry:
     def __len__(self) -> int:
         return len(self._principals)
 
-    def add(self, socket: Closable, principal: Principal) -> None:
-        """Watch an admitted socket until `discard`."""
+    def add(self, socket: Closable, principal: Principal) -> bool:
+        """Watch an admitted socket until `discard`; False (not added) when its
+        credential already holds `max_sockets_per_key` sockets in this process."""
         self.discard(socket)
+        credential = credential_of(principal)
+        if self._per_credential.get(credential, 0) >= self.max_sockets_per_key:
+            return False
+        self._per_credential[credential] = self._per_credential.get(credential, 0) + 1
         self._principals[socket] = principal
         if principal.key_id is not None:
             self._by_key.setdefault(principal.key_id, set()).add(socket)
@@ -91,11 +115,18 @@ class SocketRegistry:
             self._timers[socket] = asyncio.get_running_loop().call_later(
                 delay, self._close, socket, f"Unauthorized: {EXPIRED_SESSION}"
             )
+        return True
 
     def discard(self, socket: Closable) -> None:
         principal = self._principals.pop(socket, None)
         if principal is None:
             return
+        credential = credential_of(principal)
+        left = self._per_credential.get(credential, 1) - 1
+        if left > 0:
+            self._per_credential[credential] = left
+        else:
+            self._per_credential.pop(credential, None)
         if principal.key_id is not None:
             sockets = self._by_key.get(principal.key_id)
             if sockets is not None:
@@ -147,7 +178,10 @@ class SocketRegistry:
 async def open_socket_registry(services: Services) -> AsyncIterator[SocketRegistry]:
     """The process's websocket registry, for the web app's lifespan."""
     registry = SocketRegistry(
-        services.pool, services.bus, recheck_interval=services.settings.ws_recheck_seconds
+        services.pool,
+        services.bus,
+        recheck_interval=services.settings.ws_recheck_seconds,
+        max_sockets_per_key=services.settings.ws_max_sockets_per_key,
     )
     await registry.start()
     try:

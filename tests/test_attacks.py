@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -24,6 +25,8 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed
 
 from auditlog.runtime import Services
 from auditlog.storage.database import create_pool, owner_connection
@@ -40,6 +43,7 @@ from tests.conftest import (
     stop_service,
 )
 from tests.exports_support import create_export, download
+from tests.live_client import live_client, ws_url
 from tests.streaming.gql import DELETE, PAUSE, create_destination
 
 LAG_CAP = 10_000  # lagEvents' documented "at least" bound
@@ -285,3 +289,53 @@ async def test_member_and_ingest_keys_cannot_read_the_workspace(workspace: Works
     for key in (workspace.owner, workspace.admin):
         body = await workspace.gql("{ workspace { id } }", key=key)
         assert body["data"]["workspace"] == {"id": workspace.id}
+
+
+# One socket opens subscriptions without end, or one key opens sockets without end:
+# each holds memory and a share of the live tail -------------------------------
+
+
+async def test_one_socket_runs_at_most_the_set_number_of_operations(
+    database_url: str, data_dir: Path
+) -> None:
+    async with (
+        service_with(database_url, data_dir, ws_max_operations=3) as (running, ws),
+        live_client(running.base_url, ws.admin) as client,
+    ):
+        for _ in range(3):
+            await client.subscribe()
+        refused = await client.subscribe()
+        message = await client.next_message(refused)
+        assert message["type"] == "error", message
+        (error,) = message["payload"]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert "at most 3 operations" in error["message"]
+        assert client.is_open
+
+
+async def test_one_key_holds_at_most_the_set_number_of_sockets(
+    database_url: str, data_dir: Path
+) -> None:
+    async with service_with(database_url, data_dir, ws_max_sockets_per_key=2) as (running, ws):
+        async with (
+            live_client(running.base_url, ws.admin),
+            live_client(running.base_url, ws.admin),
+        ):
+            async with websockets.connect(
+                ws_url(running.base_url),
+                subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+            ) as third:
+                payload = {"authorization": f"Bearer {ws.admin}"}
+                await third.send(json.dumps({"type": "connection_init", "payload": payload}))
+                with pytest.raises(ConnectionClosed) as closed:
+                    while True:  # the ack may come before the close
+                        await asyncio.wait_for(third.recv(), 10)
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 4429
+                assert "at most 2" in closed.value.rcvd.reason
+            # Another key of the same workspace is counted on its own.
+            async with live_client(running.base_url, ws.owner) as other:
+                assert other.is_open
+        # Closed sockets give their places back.
+        async with live_client(running.base_url, ws.admin) as again:
+            assert again.is_open
