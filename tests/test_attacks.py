@@ -207,6 +207,21 @@ async def test_a_document_over_graphql_cores_limits_is_query_too_complex(
     assert limit in errors[0]["message"] and "aborted" not in errors[0]["message"], errors
 
 
+@pytest.mark.parametrize("attack", OVERSIZED_DOCUMENTS)
+async def test_the_same_documents_over_a_websocket_are_query_too_complex(
+    service: RunningService, workspace: WorkspaceKeys, attack: str
+) -> None:
+    document, limit = OVERSIZED_DOCUMENTS[attack]
+    async with live_client(service.base_url, workspace.admin) as client:
+        op = await client.subscribe(query=document)
+        message = await client.next_message(op)
+    assert message["type"] == "error", message
+    codes = [e.get("extensions", {}).get("code") for e in message["payload"]]
+    assert codes == ["QUERY_TOO_COMPLEX"], message["payload"][-2:]
+    assert limit in message["payload"][0]["message"]
+    assert "aborted" not in message["payload"][0]["message"]
+
+
 # A console token minted by the identity provider for another application (its
 # issuer or audience not ours) signed in, as long as the signing key matched ---
 

@@ -7,8 +7,9 @@ an opaque server error that names only that id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from graphql.validation.validate import ValidationAbortedError
 from graphql.validation.validation_context import MAX_FRAGMENT_WORK
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.execution import PreExecutionError
 
 from auditlog.errors import (
     AuthError,
@@ -156,6 +158,10 @@ class AuditLogSchema(strawberry.Schema):
             result.errors = _size_refusals([_parse_error_code(e) for e in result.errors])
         return result
 
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        """Websocket operations: the same refusals as over HTTP."""
+        return _refusals_named(await super().stream(*args, **kwargs))
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -169,6 +175,18 @@ MAX_VALIDATION_ERRORS = 100  # graphql-core's default max_errors, which Strawber
 _TOO_MANY_ERRORS = "Too many validation errors"
 _TOKEN_ERROR = "Syntax Error: Document contains more than"
 _NESTING_ERROR = "Syntax Error: Document is nested too deeply"
+
+
+async def _refusals_named(source: Any) -> AsyncIterator[Any]:
+    async with contextlib.aclosing(source):
+        try:
+            async for result in source:
+                errors = getattr(result, "errors", None)
+                if isinstance(result, ExecutionResult) and errors:
+                    result.errors = _size_refusals([_parse_error_code(e) for e in errors])
+                yield result
+        except GraphQLError as error:  # the parser cache raises what the parser refused
+            yield PreExecutionError(data=None, errors=[_parse_error_code(error)])
 
 
 def _parse_error_code(error: GraphQLError) -> GraphQLError:
