@@ -14,7 +14,8 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -48,9 +49,20 @@ def is_public_address(ip: IPAddress) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
 
 
+Lookup = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    """The name's addresses from the system resolver, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
 @dataclass(frozen=True)
 class NetworkPolicy:
     allow_private: bool
+    # Where names are looked up; tests put a DNS of their own here (one that rebinds).
+    lookup: Lookup = field(default=system_lookup, compare=False, repr=False)
 
     def check_url(self, url: str, argument: str) -> httpx.URL:
         """Static checks of a destination URL; BadInputError names the argument."""
@@ -87,8 +99,7 @@ class NetworkPolicy:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The addresses to connect to, in order; every address the name has must be allowed."""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in await self.lookup(host, port)]
         if not addresses:
             raise OSError(f"{host} has no address")
         if not self.allow_private:
