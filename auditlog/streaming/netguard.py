@@ -29,23 +29,58 @@ class DestinationRefused(Exception):
     """The destination's address is not one we may connect to."""
 
 
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64
-# (RFC 6052, RFC 8215) and the deprecated IPv4-compatible form. Python calls
-# some of them global, yet a NAT64 gateway would forward to the inner address.
-_EMBEDDING_IPV4 = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
+# Not public whatever Python's `is_global` says (its tables differ between versions):
+# the special-purpose ranges of RFC 6890 and its updates that are not globally
+# reachable, plus those no legitimate destination lives in.
+_NOT_PUBLIC: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network": 0.0.0.0 reaches the host itself on Linux
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT, the provider's inside
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, cloud metadata
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments (anycast services included)
+        "192.0.2.0/24",
+        "192.88.99.0/24",  # the deprecated 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+        "::/96",  # unspecified, loopback, IPv4-compatible (deprecated: no destination uses it)
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT), the translator's inside
+        "64:ff9b:1::/48",  # local-use NAT64: the operator's own translator, any inner address
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments: Teredo, benchmarking, ORCHID
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local: deprecated, yet still routed inside some networks
+        "ff00::/8",  # multicast
+    )
 )
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")  # the only IPv6 space allocated for it
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix, last 32 bits
 
 
 def is_public_address(ip: IPAddress) -> bool:
+    """Whether a destination may be at this address; a form carrying an IPv4 address
+    (IPv4-mapped, NAT64, 6to4) is judged by the address it carries, where it ends up."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in net for net in _EMBEDDING_IPV4):
+        if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
+        if ip not in _GLOBAL_UNICAST:
+            return False
+    if any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
+        return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
 
 

@@ -1,9 +1,12 @@
-"""The guarded client connects to the checked address but verifies TLS against the name."""
+"""The network guard: which addresses count as public, and the guarded client connecting to
+the checked address (TLS verified against the name).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import ipaddress
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,9 +23,66 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from auditlog.streaming.netguard import GuardedClient, NetworkPolicy
+from auditlog.streaming.netguard import GuardedClient, NetworkPolicy, is_public_address
 from tests.conftest import free_port
 from tests.streaming.receivers import wait_until
+
+# (address, public?): the forms that carry another address are judged by what they carry.
+ADDRESSES = [
+    ("8.8.8.8", True),
+    ("2001:4860:4860::8888", True),
+    ("0.0.0.0", False),
+    ("0.1.2.3", False),  # 0.0.0.0/8: "this network", reaches the host itself on Linux
+    ("10.0.0.1", False),
+    ("100.64.0.1", False),  # CGNAT
+    ("127.0.0.1", False),
+    ("169.254.169.254", False),  # cloud metadata
+    ("172.16.0.1", False),
+    ("192.0.0.9", False),  # IETF protocol assignments, anycast services: never a sink
+    ("192.0.2.1", False),
+    ("192.88.99.1", False),  # deprecated 6to4 relay anycast
+    ("192.168.1.1", False),
+    ("198.18.0.1", False),
+    ("224.0.0.1", False),
+    ("239.255.255.250", False),
+    ("240.0.0.1", False),
+    ("255.255.255.255", False),
+    ("::", False),
+    ("::1", False),
+    ("::ffff:10.0.0.1", False),  # IPv4-mapped: the socket connects to 10.0.0.1
+    ("::ffff:127.0.0.1", False),
+    ("::ffff:8.8.8.8", True),
+    ("::ffff:0:a00:1", False),  # IPv4-translated (SIIT)
+    ("::10.0.0.1", False),  # IPv4-compatible, deprecated
+    ("::8.8.8.8", False),  # ... refused whatever it carries: no destination uses it
+    ("64:ff9b::a00:1", False),  # NAT64 to 10.0.0.1
+    ("64:ff9b::7f00:1", False),  # NAT64 to 127.0.0.1
+    ("64:ff9b::a9fe:a9fe", False),  # NAT64 to 169.254.169.254
+    ("64:ff9b::808:808", True),  # NAT64 to 8.8.8.8, as DNS64 answers on IPv6-only hosts
+    ("64:ff9b:1::808:808", False),  # local-use NAT64: the operator's own translator
+    ("2002:a00:1::1", False),  # 6to4 of 10.0.0.1
+    ("2002:7f00:1::1", False),
+    ("2002:808:808::1", True),
+    ("2001::1", False),  # Teredo
+    ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
+    ("2001:db8::1", False),
+    ("3fff::1", False),  # documentation (RFC 9637)
+    ("5f00::1", False),  # SRv6 SIDs
+    ("100::1", False),  # discard-only
+    ("fc00::1", False),
+    ("fd00:ec2::254", False),  # AWS's IPv6 metadata address
+    ("fe80::1", False),
+    ("fec0::1", False),  # site-local, deprecated but still routed inside some networks
+    ("feff::1", False),
+    ("ff02::1", False),
+    ("ff0e::1", False),  # global-scope multicast
+    ("4000::1", False),  # outside 2000::/3, not allocated
+]
+
+
+@pytest.mark.parametrize(("address", "public"), ADDRESSES)
+def test_which_addresses_are_public(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public
 
 
 def self_signed_for_localhost(folder: Path) -> tuple[Path, Path]:
