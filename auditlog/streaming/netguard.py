@@ -4,7 +4,9 @@ Checking a name when the destination is created is not enough (DNS can change
 between the check and the connection), so every request is resolved here,
 each address checked, and the connection made to the checked address itself,
 with the original name kept for the Host header and TLS (SNI and certificate
-check). Redirects are never followed. `allow_private` (the setting
+check). The HTTP sinks do it with GuardedClient; S3 (aiobotocore, which makes
+its own connections over aiohttp) with GuardedResolver, aiohttp's only source
+of addresses. Redirects are never followed. `allow_private` (the setting
 AUDITLOG_ALLOW_PRIVATE_DESTINATIONS) lifts both rules for tests and closed networks.
 """
 
@@ -18,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from auditlog.errors import BadInputError
 
@@ -144,6 +147,50 @@ class NetworkPolicy:
                         f"{host} resolves to {address}, a private or internal address"
                     )
         return list(dict.fromkeys(str(a) for a in addresses))
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver: a name's addresses as the policy looked them up and checked.
+
+    aiohttp connects only to what this returns (the name stays in Host and TLS), so a
+    name rebound to an internal address after an earlier check is refused here, at connect.
+    """
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results: list[ResolveResult] = []
+        for address in await self.policy.resolve(host, port):
+            found = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family in (socket.AF_INET, socket.AF_INET6) and found != family:
+                continue
+            flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+            results.append(
+                ResolveResult(
+                    hostname=host, host=address, port=port, family=found, proto=0, flags=flags
+                )
+            )
+        if not results:
+            raise OSError(f"{host} has no address of family {family!r}")
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def refusal_in(exc: BaseException) -> DestinationRefused | None:
+    """The refusal behind an error that a library wrapped around it, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DestinationRefused):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 MAX_ANSWER_BYTES = 64 * 1024

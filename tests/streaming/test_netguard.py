@@ -1,5 +1,5 @@
-"""The network guard: which addresses count as public, and the guarded client connecting to
-the checked address (TLS verified against the name).
+"""The network guard: which addresses count as public, and the guarded client and S3
+connecting to the checked address (TLS verified against the name).
 """
 
 from __future__ import annotations
@@ -8,9 +8,13 @@ import asyncio
 import datetime as dt
 import ipaddress
 import ssl
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import boto3
 import httpx
 import pytest
 import uvicorn
@@ -23,9 +27,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from auditlog.streaming.config import S3Config
 from auditlog.streaming.netguard import GuardedClient, NetworkPolicy, is_public_address
+from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget
+from auditlog.streaming.sinks.s3 import S3Sink, object_key
 from tests.conftest import free_port
 from tests.streaming.receivers import wait_until
+
+TARGET = SinkTarget(workspace_id="ws_netguard", destination_id=uuid.uuid4())
+EVENTS = [OutEvent(xid=1, seq=7, occurred_at=dt.datetime.now(dt.UTC), payload='{"id":"e7"}')]
 
 # (address, public?): the forms that carry another address are judged by what they carry.
 ADDRESSES = [
@@ -83,6 +93,111 @@ ADDRESSES = [
 @pytest.mark.parametrize(("address", "public"), ADDRESSES)
 def test_which_addresses_are_public(address: str, public: bool) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+@dataclass
+class Recorder:
+    """A TCP server on 127.0.0.1 that records who connects, then hangs up."""
+
+    port: int = 0
+    peers: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    recorded = Recorder()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        recorded.peers.append(str(writer.get_extra_info("peername")[0]))
+        writer.close()
+        await writer.wait_closed()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    recorded.port = int(server.sockets[0].getsockname()[1])
+    yield recorded
+    server.close()
+    await server.wait_closed()
+
+
+@dataclass
+class RebindingDns:
+    """A DNS that answers `first` to the first lookup and `then` to every later one."""
+
+    first: str
+    then: str
+    lookups: list[str] = field(default_factory=list)
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        return [self.first if len(self.lookups) == 1 else self.then]
+
+
+def s3_config(endpoint: str, bucket: str = "netguard") -> S3Config:
+    return S3Config(
+        bucket=bucket,
+        region="eu-west-1",
+        access_key_id="testing",
+        secret_access_key="testing",
+        endpoint_url=endpoint,
+    )
+
+
+def moto_bucket(endpoint: str, bucket: str) -> Any:
+    """A bucket on the moto server, and a client to read it (its proxies fixed now)."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return s3
+
+
+async def send_once(sink: Sink) -> int | None:
+    try:
+        return await sink.send([sink.encode(e) for e in EVENTS], EVENTS)
+    finally:
+        await sink.aclose()
+
+
+async def test_s3_endpoint_rebound_to_a_private_address_after_the_check_is_refused(
+    recorder: Recorder,
+) -> None:
+    # Public when checked, loopback (where the recorder listens) when connecting.
+    dns = RebindingDns(first="8.8.8.8", then="127.0.0.1")
+    policy = NetworkPolicy(allow_private=False, lookup=dns)
+    sink = S3Sink(TARGET, s3_config(f"https://localhost:{recorder.port}"), policy, timeout=5)
+    with pytest.raises(SinkError) as refused:
+        await send_once(sink)
+    assert recorder.peers == [], "the request reached the private address"
+    assert (
+        str(refused.value)
+        == "refused: localhost resolves to 127.0.0.1, a private or internal address"
+    )
+    assert not refused.value.retryable
+    assert len(dns.lookups) >= 2  # checked, then looked up again (and refused) to connect
+
+
+async def test_s3_connects_to_the_address_the_guard_looked_up(s3_endpoint: str) -> None:
+    """A name only the guard's DNS knows: the connection can only use the address it checked."""
+    s3 = moto_bucket(s3_endpoint, "pinned")
+    port = s3_endpoint.rsplit(":", 1)[1]
+
+    async def guard_dns(host: str, port: int) -> list[str]:
+        assert host == "guard-only-name"
+        return ["127.0.0.1"]
+
+    policy = NetworkPolicy(allow_private=True, lookup=guard_dns)
+    sink = S3Sink(TARGET, s3_config(f"http://guard-only-name:{port}", "pinned"), policy, timeout=5)
+    assert await send_once(sink) == 200
+    key = object_key(None, TARGET.workspace_id, EVENTS)
+    assert s3.get_object(Bucket="pinned", Key=key)["ContentEncoding"] == "gzip"
 
 
 def self_signed_for_localhost(folder: Path) -> tuple[Path, Path]:
