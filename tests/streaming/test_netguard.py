@@ -1,5 +1,5 @@
-"""The network guard: which addresses count as public, and the guarded client and S3
-connecting to the checked address (TLS verified against the name).
+"""The network guard: which addresses count as public, the guarded client connecting to the
+checked address (TLS verified against the name), S3 pinned the same way, no environment proxies.
 """
 
 from __future__ import annotations
@@ -27,15 +27,17 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from auditlog.streaming.config import S3Config
+from auditlog.streaming.config import S3Config, WebhookConfig, new_webhook_secret
 from auditlog.streaming.netguard import GuardedClient, NetworkPolicy, is_public_address
+from auditlog.streaming.sinks import build_sink
 from auditlog.streaming.sinks.base import OutEvent, Sink, SinkError, SinkTarget
 from auditlog.streaming.sinks.s3 import S3Sink, object_key
 from tests.conftest import free_port
-from tests.streaming.receivers import wait_until
+from tests.streaming.receivers import Receiver, wait_until
 
 TARGET = SinkTarget(workspace_id="ws_netguard", destination_id=uuid.uuid4())
 EVENTS = [OutEvent(xid=1, seq=7, occurred_at=dt.datetime.now(dt.UTC), payload='{"id":"e7"}')]
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy")
 
 # (address, public?): the forms that carry another address are judged by what they carry.
 ADDRESSES = [
@@ -159,6 +161,13 @@ def moto_bucket(endpoint: str, bucket: str) -> Any:
     return s3
 
 
+def proxies_everywhere(monkeypatch: pytest.MonkeyPatch, proxy: str) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.setenv(name, proxy)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 async def send_once(sink: Sink) -> int | None:
     try:
         return await sink.send([sink.encode(e) for e in EVENTS], EVENTS)
@@ -198,6 +207,30 @@ async def test_s3_connects_to_the_address_the_guard_looked_up(s3_endpoint: str) 
     assert await send_once(sink) == 200
     key = object_key(None, TARGET.workspace_id, EVENTS)
     assert s3.get_object(Bucket="pinned", Key=key)["ContentEncoding"] == "gzip"
+
+
+async def test_s3_ignores_proxies_from_the_environment(
+    s3_endpoint: str, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = moto_bucket(s3_endpoint, "no-proxy")  # before the proxy variables are set
+    proxies_everywhere(monkeypatch, recorder.url)
+    endpoint = s3_endpoint.replace("127.0.0.1", "localhost")
+    sink = S3Sink(TARGET, s3_config(endpoint, "no-proxy"), NetworkPolicy(True), timeout=5)
+    assert await send_once(sink) == 200
+    assert recorder.peers == [], "S3 went through the proxy from the environment"
+    listed = s3.list_objects_v2(Bucket="no-proxy")["Contents"]
+    assert [o["Key"] for o in listed] == [object_key(None, TARGET.workspace_id, EVENTS)]
+
+
+async def test_webhook_ignores_proxies_from_the_environment(
+    receiver: Receiver, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxies_everywhere(monkeypatch, recorder.url)
+    config = WebhookConfig(url=f"{receiver.url}/hook", secret=new_webhook_secret())
+    sink = build_sink(TARGET, config, NetworkPolicy(allow_private=True), timeout=5)
+    assert await send_once(sink) == 200
+    assert recorder.peers == [], "the webhook went through the proxy from the environment"
+    assert [r.path for r in receiver.requests] == ["/hook"]
 
 
 def self_signed_for_localhost(folder: Path) -> tuple[Path, Path]:

@@ -90,6 +90,10 @@ class S3Sink(Sink):
                     aws_secret_access_key=self.config.secret_access_key,
                     config=AioConfig(
                         connector_args=connector_args,
+                        # Not None: botocore reads HTTP(S)_PROXY from the environment when it
+                        # is, and a proxy would connect for us, unchecked (aiohttp's own
+                        # trust_env is off in aiobotocore's session).
+                        proxies={},
                         connect_timeout=min(self.timeout, 5.0),
                         read_timeout=self.timeout,
                         retries={"max_attempts": 1},  # retries are delivery's, with its backoff
