@@ -4,7 +4,9 @@ Checking a name when the destination is created is not enough (DNS can change
 between the check and the connection), so every request is resolved here,
 each address checked, and the connection made to the checked address itself,
 with the original name kept for the Host header and TLS (SNI and certificate
-check). Redirects are never followed. `allow_private` (the setting
+check). The HTTP sinks do it with GuardedClient; S3 (aiobotocore, which makes
+its own connections over aiohttp) with GuardedResolver, aiohttp's only source
+of addresses. Redirects are never followed. `allow_private` (the setting
 AUDITLOG_ALLOW_PRIVATE_DESTINATIONS) lifts both rules for tests and closed networks.
 """
 
@@ -14,9 +16,11 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from auditlog.errors import BadInputError
 
@@ -28,29 +32,75 @@ class DestinationRefused(Exception):
     """The destination's address is not one we may connect to."""
 
 
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64
-# (RFC 6052, RFC 8215) and the deprecated IPv4-compatible form. Python calls
-# some of them global, yet a NAT64 gateway would forward to the inner address.
-_EMBEDDING_IPV4 = (
-    ipaddress.IPv6Network("64:ff9b::/96"),
-    ipaddress.IPv6Network("64:ff9b:1::/48"),
-    ipaddress.IPv6Network("::/96"),
+# Not public whatever Python's `is_global` says (its tables differ between versions):
+# the special-purpose ranges of RFC 6890 and its updates that are not globally
+# reachable, plus those no legitimate destination lives in.
+_NOT_PUBLIC: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network": 0.0.0.0 reaches the host itself on Linux
+        "10.0.0.0/8",
+        "100.64.0.0/10",  # CGNAT, the provider's inside
+        "127.0.0.0/8",
+        "169.254.0.0/16",  # link-local, cloud metadata
+        "172.16.0.0/12",
+        "192.0.0.0/24",  # IETF protocol assignments (anycast services included)
+        "192.0.2.0/24",
+        "192.88.99.0/24",  # the deprecated 6to4 relay anycast
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+        "::/96",  # unspecified, loopback, IPv4-compatible (deprecated: no destination uses it)
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT), the translator's inside
+        "64:ff9b:1::/48",  # local-use NAT64: the operator's own translator, any inner address
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments: Teredo, benchmarking, ORCHID
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local: deprecated, yet still routed inside some networks
+        "ff00::/8",  # multicast
+    )
 )
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")  # the only IPv6 space allocated for it
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 well-known prefix, last 32 bits
 
 
 def is_public_address(ip: IPAddress) -> bool:
+    """Whether a destination may be at this address; a form carrying an IPv4 address
+    (IPv4-mapped, NAT64, 6to4) is judged by the address it carries, where it ends up."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and any(ip in net for net in _EMBEDDING_IPV4):
+        if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
+        if ip not in _GLOBAL_UNICAST:
+            return False
+    if any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
+        return False
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local)
+
+
+Lookup = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def system_lookup(host: str, port: int) -> list[str]:
+    """The name's addresses from the system resolver, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 @dataclass(frozen=True)
 class NetworkPolicy:
     allow_private: bool
+    # Where names are looked up; tests put a DNS of their own here (one that rebinds).
+    lookup: Lookup = field(default=system_lookup, compare=False, repr=False)
 
     def check_url(self, url: str, argument: str) -> httpx.URL:
         """Static checks of a destination URL; BadInputError names the argument."""
@@ -87,8 +137,7 @@ class NetworkPolicy:
 
     async def resolve(self, host: str, port: int) -> list[str]:
         """The addresses to connect to, in order; every address the name has must be allowed."""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in await self.lookup(host, port)]
         if not addresses:
             raise OSError(f"{host} has no address")
         if not self.allow_private:
@@ -98,6 +147,50 @@ class NetworkPolicy:
                         f"{host} resolves to {address}, a private or internal address"
                     )
         return list(dict.fromkeys(str(a) for a in addresses))
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver: a name's addresses as the policy looked them up and checked.
+
+    aiohttp connects only to what this returns (the name stays in Host and TLS), so a
+    name rebound to an internal address after an earlier check is refused here, at connect.
+    """
+
+    def __init__(self, policy: NetworkPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results: list[ResolveResult] = []
+        for address in await self.policy.resolve(host, port):
+            found = socket.AF_INET6 if ":" in address else socket.AF_INET
+            if family in (socket.AF_INET, socket.AF_INET6) and found != family:
+                continue
+            flags = socket.AI_NUMERICHOST | socket.AI_NUMERICSERV
+            results.append(
+                ResolveResult(
+                    hostname=host, host=address, port=port, family=found, proto=0, flags=flags
+                )
+            )
+        if not results:
+            raise OSError(f"{host} has no address of family {family!r}")
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def refusal_in(exc: BaseException) -> DestinationRefused | None:
+    """The refusal behind an error that a library wrapped around it, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DestinationRefused):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 MAX_ANSWER_BYTES = 64 * 1024

@@ -6,9 +6,9 @@ batch's first and last seq. A checkpoint is the signed note as text/plain at
 `<prefix>/workspace=<id>/checkpoints/<tree size, 20 digits>.checkpoint`
 (resending rewrites the same object). A retried batch is cut again from the
 cursor and may land under another name, so consumers deduplicate on event ids. With a
-custom endpointUrl its address is checked before every request; aiobotocore
-makes the connection itself, so a DNS change between that check and its
-connection is not caught the way the HTTP sinks catch it.
+custom endpointUrl its address is checked before every request, and aiohttp (under
+aiobotocore) gets its addresses only from the guard's resolver, which checks them
+again: it connects to what was checked, whatever the name resolves to meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from auditlog.streaming.config import S3Config
-from auditlog.streaming.netguard import DestinationRefused, NetworkPolicy
+from auditlog.streaming.netguard import (
+    DestinationRefused,
+    GuardedResolver,
+    NetworkPolicy,
+    refusal_in,
+)
 from auditlog.streaming.sinks.base import (
     OutCheckpoint,
     OutEvent,
@@ -67,6 +72,14 @@ class S3Sink(Sink):
 
     async def _s3(self) -> Any:
         if self._client is None:
+            # Our resolver for a custom endpoint, and no cache of its answers, so each new
+            # connection is looked up and checked as it is made. AWS's own names are left
+            # to the system: a VPC endpoint rightly makes them resolve to private addresses.
+            connector_args: dict[str, Any] = (
+                {"resolver": GuardedResolver(self.policy), "use_dns_cache": False}
+                if self.config.endpoint_url
+                else {}
+            )
             session = get_session()
             self._client = await self._stack.enter_async_context(
                 session.create_client(
@@ -76,6 +89,11 @@ class S3Sink(Sink):
                     aws_access_key_id=self.config.access_key_id,
                     aws_secret_access_key=self.config.secret_access_key,
                     config=AioConfig(
+                        connector_args=connector_args,
+                        # Not None: botocore reads HTTP(S)_PROXY from the environment when it
+                        # is, and a proxy would connect for us, unchecked (aiohttp's own
+                        # trust_env is off in aiobotocore's session).
+                        proxies={},
                         connect_timeout=min(self.timeout, 5.0),
                         read_timeout=self.timeout,
                         retries={"max_attempts": 1},  # retries are delivery's, with its backoff
@@ -136,6 +154,9 @@ class S3Sink(Sink):
             )
             raise SinkError(str(exc), retryable=True) from None
         except BotoCoreError as exc:
+            refused = refusal_in(exc)  # by the resolver, as aiohttp connected
+            if refused is not None:
+                raise SinkError(f"refused: {refused}", retryable=False) from None
             raise SinkError(f"network error: {exc}", retryable=True) from None
         status: int = answer["ResponseMetadata"]["HTTPStatusCode"]
         return status
