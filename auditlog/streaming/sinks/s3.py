@@ -96,7 +96,8 @@ class S3Sink(Sink):
                         proxies={},
                         connect_timeout=min(self.timeout, 5.0),
                         read_timeout=self.timeout,
-                        retries={"max_attempts": 1},  # retries are delivery's, with its backoff
+                        # One attempt in all (max_attempts counts retries): delivery retries.
+                        retries={"total_max_attempts": 1},
                         # A custom endpoint is addressed exactly as given (MinIO and
                         # most S3-compatible stores need it): the checked name is the
                         # one connected to, never <bucket>.<name>.
