@@ -13,6 +13,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from auditlog.access_log import redact_access_log
 from auditlog.config import Settings
+from auditlog.endpoints.common import DATABASE_UNAVAILABLE, database_unavailable
 from auditlog.endpoints.console import console_routes
 from auditlog.endpoints.exports import download_export_part, download_export_proof
 from auditlog.endpoints.health import healthz, readyz
@@ -110,4 +111,5 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             *console_routes(),
         ],
         lifespan=lifespan,
+        exception_handlers={exc: database_unavailable for exc in DATABASE_UNAVAILABLE},
     )

@@ -87,6 +87,22 @@ async def test_a_statement_past_the_timeout_is_refused_clearly_not_hung(
     assert "statement timeout" in error["message"] and "0.5 s" in error["message"], body
 
 
+async def test_ingest_past_the_statement_timeout_answers_503_with_retry_after(
+    database_url: str, data_dir: Path
+) -> None:
+    async with service_with(database_url, data_dir, statement_timeout_seconds=0.5) as (_, ws):
+        locker = await asyncpg.connect(database_url)
+        try:
+            async with locker.transaction():
+                await locker.execute("LOCK TABLE audit_event_ids IN ACCESS EXCLUSIVE MODE")
+                response = await asyncio.wait_for(ws.ingest([event()]), timeout=10)
+        finally:
+            await locker.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"].isdigit()
+        assert (await ws.ingest([event()])).status_code == 202  # and it recovers
+
+
 async def test_owner_connections_have_no_statement_timeout(services: Services) -> None:
     async with owner_connection(services.database_url) as conn:
         assert await conn.fetchval("SHOW statement_timeout") == "0"

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import asyncpg
 import orjson
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from auditlog.auth import Principal, authenticate
 from auditlog.runtime import Services
+
+log = logging.getLogger(__name__)
 
 
 def services_of(conn: HTTPConnection) -> Services:
@@ -37,3 +41,27 @@ async def principal_of(conn: HTTPConnection) -> Principal:
     """Authenticate the request's bearer token (raises AuthError)."""
     services = services_of(conn)
     return await authenticate(services.pool, conn.headers.get("authorization"), services.sessions)
+
+
+# The database is unreachable, restarting, out of connections, or a statement
+# ran past statement_timeout: retrying later can succeed, so never a 500.
+DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+RETRY_AFTER_SECONDS = 5
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return json_response(
+        {"error": "unavailable", "message": "the database is unavailable; retry shortly"},
+        503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
