@@ -3,6 +3,18 @@
 Each section says the attack in a line and holds its tests. To add one: a new
 section with a `test_<attack>` function (or several); the helpers at the top
 start a service with other settings and make a workspace with keys of every role.
+
+Attacks whose tests live beside the feature they break (each listed in
+ELSEWHERE below, and checked to exist by `test_every_attack_elsewhere_is_tested`):
+
+- an ingest key forges the service's own audit_log.* record;
+- a revoked key or an expired console JWT keeps its open websockets and can still
+  send mutations on them;
+- a mistyped or malicious retention cut purges history at once; a legal hold;
+- 30 concurrent createExport calls run 30 full scans;
+- one workspace's stalled downloads stall every workspace's downloads;
+- a streaming destination's name rebinds to a private address after the check, or
+  an environment proxy carries S3 traffic; site-local and embedded-private IPv6.
 """
 
 from __future__ import annotations
@@ -370,3 +382,37 @@ async def test_one_key_holds_at_most_the_set_number_of_sockets(
         # Closed sockets give their places back.
         async with live_client(running.base_url, ws.admin) as again:
             assert again.is_open
+
+
+ELSEWHERE = {
+    "tests/test_ingest.py": ["test_service_actions_are_refused_from_every_key"],
+    "tests/test_live_revocation.py": [
+        "test_cli_revocation_closes_a_live_and_an_idle_socket_with_4401",
+        "test_a_mutation_sent_after_revocation_is_refused_and_the_socket_closed",
+        "test_every_operation_is_authorized_again",
+        "test_a_console_session_socket_closes_at_its_exp",
+    ],
+    "tests/test_retention_grace.py": [
+        "test_a_cut_by_set_plan_waits_for_the_grace_period",
+        "test_a_runtime_update_of_retention_does_not_shorten_the_bound",
+        "test_a_legal_hold_stops_every_purge_until_released",
+    ],
+    "tests/test_exports_rate.py": ["test_at_most_the_limit_of_scans_run_under_a_burst"],
+    "tests/test_exports_fairness.py": [
+        "test_stalled_downloads_of_one_workspace_leave_slots_to_another",
+        "test_a_stalled_download_is_dropped_after_the_idle_time",
+    ],
+    "tests/streaming/test_netguard.py": [
+        "test_which_addresses_are_public",
+        "test_s3_endpoint_rebound_to_a_private_address_after_the_check_is_refused",
+        "test_s3_ignores_proxies_from_the_environment",
+    ],
+}
+
+
+def test_every_attack_elsewhere_is_tested() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for path, names in ELSEWHERE.items():
+        text = (root / path).read_text()
+        for name in names:
+            assert f"def {name}(" in text, f"{path} no longer has {name}"
