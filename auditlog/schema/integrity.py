@@ -80,8 +80,8 @@ class Integrity:
         return [Checkpoint.from_model(cp) for cp in found]
 
     @strawberry.field(  # type: ignore[untyped-decorator]
-        description="RFC 9162 consistency proof (base64) between two signed tree sizes; "
-        "toSize at most the latest."
+        description="RFC 9162 consistency proof (base64) between two tree sizes, "
+        "1 <= fromSize <= toSize <= the latest signed size."
     )
     async def consistency_proof(self, info: Info, from_size: int, to_size: int) -> list[str]:
         return await resolvers.consistency_proof(
