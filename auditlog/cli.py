@@ -203,7 +203,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.streaming.delivery import DeliveryOptions
     from auditlog.streaming.worker import StreamWorker
 
-    options = DeliveryOptions(lease_seconds=args.lease_seconds, send_timeout=args.send_timeout)
+    options = DeliveryOptions(
+        lease_seconds=args.lease_seconds,
+        send_timeout=args.send_timeout,
+        ack_timeout=args.ack_timeout,
+    )
 
     async def action(services: Services) -> int:
         stop = asyncio.Event()
@@ -307,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease-seconds", type=float, default=30.0, help="how long a dead worker holds a lease"
     )
     worker.add_argument("--send-timeout", type=float, default=10.0)
+    worker.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=60.0,
+        help="how long to wait for a Splunk indexer acknowledgement before resending (useAck)",
+    )
     worker.set_defaults(handler=cmd_worker)
 
     sub.add_parser("migrate", help="apply schema migrations").set_defaults(handler=cmd_migrate)

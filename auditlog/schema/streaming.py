@@ -56,6 +56,11 @@ class SplunkHecConfigInput:
     token: str
     index: str | None = None
     sourcetype: str | None = None
+    use_ack: bool | None = strawberry.field(
+        default=None,
+        description="wait for the indexer acknowledgement of every batch (the token must "
+        "have indexer acknowledgement enabled); false when absent",
+    )
 
 
 @strawberry.input
@@ -96,7 +101,11 @@ class DestinationConfigInput:
         if self.splunk_hec:
             h = self.splunk_hec
             return cfg.SplunkHecConfig(
-                url=h.url, token=h.token, index=h.index, sourcetype=h.sourcetype
+                url=h.url,
+                token=h.token,
+                index=h.index,
+                sourcetype=h.sourcetype,
+                use_ack=h.use_ack,
             )
         assert self.webhook, "@oneOf guarantees exactly one kind"
         return cfg.WebhookConfig(url=self.webhook.url, secret=self.webhook.secret)

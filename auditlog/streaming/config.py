@@ -79,6 +79,9 @@ class SplunkHecConfig(_Config):
     token: str
     index: str | None = None
     sourcetype: str | None = None
+    # Wait for indexer acknowledgement before a batch counts as delivered; None in
+    # configurations stored before the option existed, which means off.
+    use_ack: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ async def validate_config(
             token=_text(config.token, f"{arg}.token", required=True) or "",
             index=_text(config.index, f"{arg}.index"),
             sourcetype=_text(config.sourcetype, f"{arg}.sourcetype"),
+            use_ack=bool(config.use_ack),
         )
     if isinstance(config, DatadogConfig):
         arg = f"{argument}.datadog"

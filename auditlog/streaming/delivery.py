@@ -23,7 +23,9 @@ Policy:
   final is left to read), that checkpoint alone goes through the sink, with
   the same retries and failure state as a batch, whatever the categories.
   Its cursor and time move only after the sink acknowledged, like the events'.
-- Every write is fenced by the lease: a worker that lost it stops.
+- Every write is fenced by the lease: a worker that lost it stops. A send that
+  waits for the destination to confirm (Splunk's indexer acknowledgement, up to
+  `ack_timeout`) renews the lease while it waits and is abandoned if it is lost.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from auditlog.streaming.config import MASK, restore_config
 from auditlog.streaming.credentials import CredentialBox
 from auditlog.streaming.doorbell import WakeEvents
 from auditlog.streaming.netguard import NetworkPolicy
-from auditlog.streaming.sinks import build_sink
+from auditlog.streaming.sinks import ACK_TIMEOUT, build_sink
 from auditlog.streaming.sinks.base import OutCheckpoint, OutEvent, Sink, SinkError, SinkTarget
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class DeliveryOptions:
     send_timeout: float = 10.0
     read_limit: int = 5000
     checkpoint_interval: float = 60.0  # at least this long between two checkpoints sent
+    ack_timeout: float = ACK_TIMEOUT  # how long a sink waits for an indexer acknowledgement
 
     @property
     def send_deadline(self) -> float:
@@ -176,7 +179,11 @@ class DestinationDelivery:
             await self._failed(row, SinkError(str(exc), retryable=False))
             return False
         self.sink = build_sink(
-            SinkTarget(row.workspace_id, row.id), config, self.policy, self.options.send_timeout
+            SinkTarget(row.workspace_id, row.id),
+            config,
+            self.policy,
+            self.options.send_timeout,
+            self.options.ack_timeout,
         )
         self.generation = row.generation
         return True
@@ -230,17 +237,44 @@ class DestinationDelivery:
         return last is None or (now - last).total_seconds() >= self.options.checkpoint_interval
 
     async def _send(self, row: store.DestinationRow, send: Awaitable[int | None]) -> bool:
-        """One send (of a batch or a checkpoint) within the deadline; False when it
-        failed, the failure recorded for the backoff."""
+        """One send (of a batch or a checkpoint) within the deadline, the lease kept
+        meanwhile; False when it failed (the failure recorded for the backoff) or the
+        lease was lost (the next round stops)."""
+        assert self.sink is not None
+        deadline = self.options.send_deadline + self.sink.confirm_seconds
+        sending = asyncio.ensure_future(send)
+        keeping = asyncio.create_task(self._keep_lease())
         try:
-            await asyncio.wait_for(send, timeout=self.options.send_deadline)
-        except TimeoutError:
-            await self._failed(row, SinkError("timed out", retryable=True))
+            done, _ = await asyncio.wait(
+                {sending, keeping}, timeout=deadline, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (sending, keeping):
+                task.cancel()
+            await asyncio.gather(sending, keeping, return_exceptions=True)
+        if sending not in done:
+            if keeping not in done:
+                await self._failed(row, SinkError("timed out", retryable=True))
             return False
+        try:
+            sending.result()
         except SinkError as exc:
             await self._failed(row, exc)
             return False
         return True
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while a send waits for a confirmation longer than a lease
+        lasts; return once it is lost. A quick send is over before the first renewal."""
+        while True:
+            await asyncio.sleep(self.options.lease_seconds / 3)
+            async with self.pool.acquire() as conn:
+                renewed = await store.renew_lease(
+                    conn, self.worker_id, self.key, self.options.lease_seconds
+                )
+            if renewed is None:
+                log.warning("destination %s: lease lost while waiting; abandoned", self.key.id)
+                return
 
     async def _deliver(self, row: store.DestinationRow, events: list[LiveEvent]) -> bool:
         assert self.sink is not None

@@ -47,6 +47,8 @@ MAX_NAME = 200
 # index entries, and one request lists them once whatever its aliases
 # (resolvers.streaming).
 LAG_CAP = 10_000
+# A test with indexer acknowledgement waits this long for it: a caller is waiting.
+TEST_ACK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -247,16 +249,19 @@ class StreamingAdmin:
         return True
 
     async def test(self, caller: Caller, id: str) -> DeliveryTest:
-        """Send one test event now, through the destination's sink; the cursor does not move."""
+        """Send one test event now, through the destination's sink (with useAck, until
+        the indexer acknowledged it); the cursor does not move."""
         async with self.pool.acquire() as conn:
             row = await self._read(conn, caller, id)
         config = restore_config(row.kind, row.config, self.box.open(row.secrets))
-        sink = build_sink(SinkTarget(row.workspace_id, row.id), config, self.policy)
+        target = SinkTarget(row.workspace_id, row.id)
+        sink = build_sink(target, config, self.policy, SEND_TIMEOUT, TEST_ACK_TIMEOUT)
         event = test_event(row)
         started = time.perf_counter()
         try:
             status = await asyncio.wait_for(
-                sink.send([sink.encode(event)], [event]), timeout=SEND_TIMEOUT + 2
+                sink.send([sink.encode(event)], [event]),
+                timeout=SEND_TIMEOUT + 2 + sink.confirm_seconds,
             )
             return DeliveryTest(True, status, None, _ms(started))
         except TimeoutError:

@@ -220,6 +220,11 @@ class GuardedClient:
         self._timeout = timeout
         self._clients: dict[str, httpx.AsyncClient] = {}
 
+    @property
+    def timeout(self) -> float:
+        """The longest one request may take."""
+        return self._timeout
+
     def _client_for(self, host: str) -> httpx.AsyncClient:
         if host not in self._clients:
             self._clients[host] = httpx.AsyncClient(

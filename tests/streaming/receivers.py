@@ -3,13 +3,16 @@
 A receiver records every request and can be told to fail its first requests,
 answer with a given status, hang (on every request, or on those whose body
 holds given bytes), or take its time; it also records how many requests were
-in flight at once per path (one path per destination).
+in flight at once per path (one path per destination). HecReceiver is a strict
+Splunk HEC with indexer acknowledgement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +21,7 @@ import uvicorn
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.conftest import WorkspaceKeys, free_port
@@ -119,6 +122,111 @@ class Receiver:
             self._server.should_exit = True
             self._server.force_exit = True
             await self._task
+
+
+def _hec_error(text: str, code: int, status: int = 400) -> Response:
+    return JSONResponse({"text": text, "code": code}, status_code=status)
+
+
+@dataclass
+class HecReceiver(Receiver):
+    """A strict Splunk HEC: checks the token and the body, and with `use_ack` behaves as
+    a token with indexer acknowledgement does: every request must name a channel (a
+    GUID), an accepted request gets an ackId (counted per channel from 0), and
+    /services/collector/ack answers whether each asked ackId is indexed.
+
+    An ackId is acknowledged from its `ack_after`-th poll on while `acknowledging`;
+    those in `never` stay false, those in `lost` are forgotten (left out of answers).
+    Only accepted event requests are recorded in `requests`; polls in `polls`.
+    """
+
+    token: str = "t"
+    use_ack: bool = False
+    acknowledging: bool = True
+    ack_after: int = 1
+    never: set[int] = field(default_factory=set)
+    lost: set[int] = field(default_factory=set)
+    polls: list[tuple[str, list[int]]] = field(default_factory=list)
+    ack_ids: dict[str, int] = field(default_factory=dict)  # the next ackId per channel
+    acked: dict[tuple[str, int], int] = field(default_factory=dict)  # polls per ackId
+    sent: dict[tuple[str, int], Received] = field(default_factory=dict)  # request per ackId
+
+    async def _handle(self, request: Request) -> Response:
+        path = request.url.path
+        if path not in ("/services/collector/event", "/services/collector/ack"):
+            return _hec_error("The requested URL was not found on this server.", 404, 404)
+        if request.headers.get("authorization") != f"Splunk {self.token}":
+            return _hec_error("Invalid authorization", 3, 401)
+        channel = request.headers.get("x-splunk-request-channel") or request.query_params.get(
+            "channel"
+        )
+        body = await request.body()
+        if path == "/services/collector/ack":
+            return self._ack_status(channel, body)
+        if self.use_ack and not channel:
+            return _hec_error("Data channel is missing", 10)
+        if channel is not None:
+            try:
+                uuid.UUID(channel)
+            except ValueError:
+                return _hec_error("Invalid data channel", 11)
+        try:
+            objects = hec_objects(body)
+        except ValueError:
+            return _hec_error("Invalid data format", 6)
+        if not objects:
+            return _hec_error("No data", 5)
+        if not all(isinstance(o, dict) and "event" in o for o in objects):
+            return _hec_error("Event field is required", 12)
+        received = Received(
+            path, {k.lower(): v for k, v in request.headers.items()}, body, time.time()
+        )
+        self.requests.append(received)
+        if not self.use_ack:
+            return JSONResponse({"text": "Success", "code": 0})
+        assert channel is not None
+        ack_id = self.ack_ids.get(channel, 0)
+        self.ack_ids[channel] = ack_id + 1
+        self.acked[(channel, ack_id)] = 0
+        self.sent[(channel, ack_id)] = received
+        return JSONResponse({"text": "Success", "code": 0, "ackId": ack_id})
+
+    def _ack_status(self, channel: str | None, body: bytes) -> Response:
+        if not self.use_ack:
+            return _hec_error("ACK is disabled", 14)
+        if not channel:
+            return _hec_error("Data channel is missing", 10)
+        try:
+            asked = json.loads(body)["acks"]
+            assert isinstance(asked, list) and all(type(a) is int for a in asked)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return _hec_error("Invalid data format", 6)
+        self.polls.append((channel, asked))
+        answer: dict[str, bool] = {}
+        for ack_id in asked:
+            key = (channel, ack_id)
+            if key not in self.acked or ack_id in self.lost:
+                continue  # an ackId this HEC does not know
+            self.acked[key] += 1
+            due = self.acked[key] >= self.ack_after
+            answer[str(ack_id)] = self.acknowledging and due and ack_id not in self.never
+        return JSONResponse({"acks": answer})
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object of every accepted event request, in order."""
+        return [o for r in self.requests for o in hec_objects(r.body)]
+
+
+def hec_objects(body: bytes) -> list[Any]:
+    """The concatenated JSON objects of a HEC event body; ValueError when it is not one."""
+    decoder, found, text, pos = json.JSONDecoder(), [], body.decode(), 0
+    while pos < len(text):
+        if text[pos].isspace():
+            pos += 1
+            continue
+        obj, pos = decoder.raw_decode(text, pos)
+        found.append(obj)
+    return found
 
 
 async def wait_until(predicate: Any, within: float = 20.0, step: float = 0.05) -> None:

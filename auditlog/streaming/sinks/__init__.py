@@ -13,10 +13,11 @@ from auditlog.streaming.netguard import GuardedClient, NetworkPolicy
 from auditlog.streaming.sinks.base import Sink, SinkTarget
 from auditlog.streaming.sinks.datadog import DatadogSink, intake_url
 from auditlog.streaming.sinks.s3 import S3Sink
-from auditlog.streaming.sinks.splunk import SplunkHecSink
+from auditlog.streaming.sinks.splunk import IndexerAck, SplunkHecSink, channel_of
 from auditlog.streaming.sinks.webhook import WebhookSink
 
 SEND_TIMEOUT = 10.0
+ACK_TIMEOUT = 60.0
 
 
 def build_sink(
@@ -24,6 +25,7 @@ def build_sink(
     config: DestinationConfig,
     policy: NetworkPolicy,
     timeout: float = SEND_TIMEOUT,
+    ack_timeout: float = ACK_TIMEOUT,
 ) -> Sink:
     if isinstance(config, S3Config):
         return S3Sink(target, config, policy, timeout)
@@ -32,8 +34,9 @@ def build_sink(
         assert config.secret is not None
         return WebhookSink(target, client, config.url, config.secret)
     if isinstance(config, SplunkHecConfig):
+        ack = IndexerAck(channel_of(target.destination_id), ack_timeout) if config.use_ack else None
         return SplunkHecSink(
-            target, client, config.url, config.token, config.index, config.sourcetype
+            target, client, config.url, config.token, config.index, config.sourcetype, ack
         )
     assert isinstance(config, DatadogConfig)
     return DatadogSink(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from auditlog.streaming.netguard import DestinationRefused, GuardedClient
+from auditlog.streaming.netguard import Answer, DestinationRefused, GuardedClient
 
 HOSTNAME = socket.gethostname()
 USER_AGENT = "auditlog-stream/1"
@@ -78,6 +78,9 @@ class SinkError(Exception):
 class Sink(ABC):
     max_events: int
     max_bytes: int
+    # Seconds a send may take beyond its request, waiting for the destination to
+    # confirm what it answered (Splunk's indexer acknowledgement); delivery allows it.
+    confirm_seconds: float = 0.0
 
     @abstractmethod
     def encode(self, event: OutEvent) -> bytes:
@@ -135,6 +138,13 @@ def judge_status(status: int, headers: httpx.Headers | dict[str, str], body: str
 
 async def post_batch(client: GuardedClient, url: str, body: bytes, headers: dict[str, str]) -> int:
     """POST a batch through the guarded client; judge the answer."""
+    return (await post_judged(client, url, body, headers)).status_code
+
+
+async def post_judged(
+    client: GuardedClient, url: str, body: bytes, headers: dict[str, str]
+) -> Answer:
+    """POST through the guarded client; the answer once judged an acknowledgement."""
     try:
         response = await client.post(url, body, {"User-Agent": USER_AGENT, **headers})
     except DestinationRefused as exc:
@@ -144,4 +154,4 @@ async def post_batch(client: GuardedClient, url: str, body: bytes, headers: dict
     except (httpx.HTTPError, OSError) as exc:
         raise SinkError(f"network error: {type(exc).__name__}: {exc}", retryable=True) from None
     judge_status(response.status_code, response.headers, response.text)
-    return response.status_code
+    return response
