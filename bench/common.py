@@ -59,17 +59,24 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def server_process(
-    database_url: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    database_url: str,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    *,
+    background: bool = False,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`auditlog serve` as a subprocess on a free port; yields (base_url, process)."""
+    """`auditlog serve` as a subprocess on a free port; yields (base_url, process).
+
+    `--no-background` unless `background`: then the server also runs its sealer,
+    stream workers and maintenance, as deployed."""
     port = free_port()
     full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
     full_env.pop("REDIS_URL", None)
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{port}.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port), "--no-background",
-         "--log-level", "warning", *args],
+        [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port),
+         *([] if background else ["--no-background"]), "--log-level", "warning", *args],
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
