@@ -30,7 +30,15 @@ import httpx
 import orjson
 
 from auditlog.storage.events import INSERT_COLUMNS
-from bench.common import Timer, fresh_database, server_process
+from bench.common import (
+    Timer,
+    backend_cpu,
+    cpu_since,
+    fresh_database,
+    process_cpu,
+    server_process,
+    tree_cpu,
+)
 from tests.geoip import build_city_mmdb
 
 BATCH = 1000
@@ -103,7 +111,9 @@ async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
     return timer.seconds
 
 
-async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
+async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
+    """COPY of `rows` in batches from 4 connections; (seconds, CPU seconds of this
+    process and the 4 backends)."""
     days = sorted({r[1].date().replace(day=1) for r in rows})
     conns = [await asyncpg.connect(url) for _ in range(CLIENTS)]
     for day in days:
@@ -118,11 +128,14 @@ async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
             chunk = queue.get_nowait()
             await conn.copy_records_to_table("audit_events", records=chunk, columns=INSERT_COLUMNS)
 
+    pids = [conn.get_server_pid() for conn in conns]
+    cpu = time.process_time() - sum(process_cpu(pid) for pid in pids)
     with Timer() as timer:
         await asyncio.gather(*(worker(c) for c in conns))
+    cpu = time.process_time() + sum(process_cpu(pid) for pid in pids) - cpu
     for conn in conns:
         await conn.close()
-    return timer.seconds
+    return timer.seconds, cpu
 
 
 SECRET_KEY = "b" * 32
@@ -132,6 +145,10 @@ SECRET_KEY = "b" * 32
 class IngestRun:
     http_seconds: float
     copy_seconds: float
+    # CPU seconds on this machine: the server process and its database backends
+    # during the HTTP phase; this process and its backends during the COPY.
+    http_cpu: float
+    copy_cpu: float
 
 
 def ingest_env(mmdb: Path) -> dict[str, str]:
@@ -177,30 +194,42 @@ async def ingest_vs_copy(
     server_workers: int = 1,
     background: bool = False,
     env: dict[str, str] | None = None,
+    before_stop: Callable[[str], Awaitable[None]] | None = None,
     after_ingest: Callable[[str], Awaitable[None]] | None = None,
     quiet: bool = False,
 ) -> IngestRun:
     """HTTP ingest of `batches` into a fresh database, then raw COPY of the rows it
-    stored into another; `after_ingest(url)` runs on the first database once the
+    stored into another. `before_stop(url)` runs once the last batch was accepted,
+    inside the HTTP phase's CPU count (not its time); `after_ingest(url)` once the
     server stopped, before the rows are read back."""
     total = sum(len(orjson.loads(b)) for b in batches)
     async with fresh_database("bench_ingest") as url_a, fresh_database("bench_copy") as url_b:
         key = await create_ingest_key(url_a, data_dir, mmdb)
         full_env = {**ingest_env(mmdb), **(env or {})}
         workers = ["--workers", str(server_workers)]
-        async with server_process(url_a, full_env, workers, background=background) as (base, _):
+        probe = await asyncpg.connect(url_a)
+        async with server_process(url_a, full_env, workers, background=background) as (
+            base,
+            proc,
+        ):
             if not quiet:
                 print(
                     f"HTTP ingest: {len(batches)} batches of {BATCH}, {CLIENTS} clients", flush=True
                 )
+            server_before, backends_before = tree_cpu(proc.pid), await backend_cpu(probe)
             http_seconds = await http_ingest(base, key, batches)
+            if before_stop is not None:
+                await before_stop(url_a)
+            http_cpu = tree_cpu(proc.pid) - server_before
+            http_cpu += cpu_since(backends_before, await backend_cpu(probe))
+        await probe.close()
         if after_ingest is not None:
             await after_ingest(url_a)
         rows = await read_ingested_rows(url_a, total)
         if not quiet:
             print(f"raw COPY of the same {len(rows):,} rows, {CLIENTS} connections", flush=True)
-        copy_seconds = await raw_copy(url_b, rows)
-    return IngestRun(http_seconds, copy_seconds)
+        copy_seconds, copy_cpu = await raw_copy(url_b, rows)
+    return IngestRun(http_seconds, copy_seconds, http_cpu, copy_cpu)
 
 
 async def main(total: int, server_workers: int) -> None:
