@@ -771,6 +771,16 @@ def table(
             ">= 5x",
             over >= 5,
         )
+        share = statistics.median(
+            seal / cpu
+            for seal, cpu in zip(ingest.seal_cpu_us, ingest.modes["off"].http_cpu_us, strict=True)
+        )
+        add(
+            "sealing CPU/leaf over ingest CPU/event (each `off` run, median)",
+            f"{share * 100:.1f}%",
+            "<= 5%",
+            share <= 0.05,
+        )
         off, idle, on = (ingest.median_cpu_ratio(m) for m in MODES)
         add(
             "ingest/COPY by CPU, sealing on vs off",
