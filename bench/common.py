@@ -59,17 +59,24 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def server_process(
-    database_url: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    database_url: str,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    *,
+    background: bool = False,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`auditlog serve` as a subprocess on a free port; yields (base_url, process)."""
+    """`auditlog serve` as a subprocess on a free port; yields (base_url, process).
+
+    `--no-background` unless `background`: then the server also runs its sealer,
+    stream workers and maintenance, as deployed."""
     port = free_port()
     full_env = {**os.environ, "DATABASE_URL": database_url, **(env or {})}
     full_env.pop("REDIS_URL", None)
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-serve-{port}.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port), "--no-background",
-         "--log-level", "warning", *args],
+        [sys.executable, "-m", "auditlog.cli", "serve", "--port", str(port),
+         *([] if background else ["--no-background"]), "--log-level", "warning", *args],
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -91,6 +98,46 @@ async def server_process(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process used so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its live children (`serve --workers N`)."""
+    total = process_cpu(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            total += process_cpu(int(stat.parent.name))
+    return total
+
+
+async def backend_cpu(conn: asyncpg.Connection) -> dict[int, float]:
+    """CPU seconds so far of every other PostgreSQL backend on conn's database (the
+    server runs on this machine)."""
+    pids = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid()"
+    )
+    return {r["pid"]: process_cpu(r["pid"]) for r in pids}
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU the backends used between two samples (a backend new since `before`: all of it)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def percentile(values: Sequence[float], p: float) -> float:

@@ -19,6 +19,8 @@ import random
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,15 @@ import httpx
 import orjson
 
 from auditlog.storage.events import INSERT_COLUMNS
-from bench.common import Timer, fresh_database, server_process
+from bench.common import (
+    Timer,
+    backend_cpu,
+    cpu_since,
+    fresh_database,
+    process_cpu,
+    server_process,
+    tree_cpu,
+)
 from tests.geoip import build_city_mmdb
 
 BATCH = 1000
@@ -49,14 +59,14 @@ _ACTIONS = [
 ]  # fmt: skip
 
 
-def make_batches(total: int, seed: int = 1) -> list[bytes]:
+def make_batches(total: int, seed: int = 1, size: int = BATCH) -> list[bytes]:
     rng = random.Random(seed)
     now = datetime.now(UTC)
     prefixes = ["81.2.69", "89.160.20", "175.16.199", "216.160.83", "203.0.113", "198.51.100"]
     batches: list[bytes] = []
-    for start in range(0, total, BATCH):
+    for start in range(0, total, size):
         events: list[dict[str, Any]] = []
-        for _ in range(min(BATCH, total - start)):
+        for _ in range(min(size, total - start)):
             user = rng.randint(1, 2000)
             action = rng.choice(_ACTIONS)
             events.append(
@@ -101,7 +111,9 @@ async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
     return timer.seconds
 
 
-async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
+async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> tuple[float, float]:
+    """COPY of `rows` in batches from 4 connections; (seconds, CPU seconds of this
+    process and the 4 backends)."""
     days = sorted({r[1].date().replace(day=1) for r in rows})
     conns = [await asyncpg.connect(url) for _ in range(CLIENTS)]
     for day in days:
@@ -116,11 +128,108 @@ async def raw_copy(url: str, rows: list[tuple[Any, ...]]) -> float:
             chunk = queue.get_nowait()
             await conn.copy_records_to_table("audit_events", records=chunk, columns=INSERT_COLUMNS)
 
+    pids = [conn.get_server_pid() for conn in conns]
+    cpu = time.process_time() - sum(process_cpu(pid) for pid in pids)
     with Timer() as timer:
         await asyncio.gather(*(worker(c) for c in conns))
+    cpu = time.process_time() + sum(process_cpu(pid) for pid in pids) - cpu
     for conn in conns:
         await conn.close()
-    return timer.seconds
+    return timer.seconds, cpu
+
+
+SECRET_KEY = "b" * 32
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    http_seconds: float
+    copy_seconds: float
+    # CPU seconds on this machine: the server process and its database backends
+    # during the HTTP phase; this process and its backends during the COPY.
+    http_cpu: float
+    copy_cpu: float
+
+
+def ingest_env(mmdb: Path) -> dict[str, str]:
+    """The server's environment for ingest with enrichment on."""
+    return {"AUDITLOG_GEOIP_DB": str(mmdb), "AUDITLOG_SECRET_KEY": SECRET_KEY}
+
+
+async def create_ingest_key(
+    url: str, data_dir: Path, mmdb: Path | None, workspace: str = "bench", role: str = "ingest"
+) -> str:
+    """Workspace `workspace` (enterprise plan) and a key of `role` for it."""
+    from auditlog import accounts
+    from auditlog.config import Settings
+    from auditlog.runtime import open_services
+
+    settings = Settings(database_url=url, data_dir=data_dir, secret_key=SECRET_KEY, geoip_db=mmdb)
+    async with open_services(settings, pool_size=2) as services:
+        await accounts.create_workspace(services.pool, workspace, "enterprise")
+        key = await accounts.create_key(
+            services.pool, services.ingestor, workspace_id=workspace, role=role
+        )
+    return key.key
+
+
+async def read_ingested_rows(url: str, total: int) -> list[tuple[Any, ...]]:
+    """The rows ingest stored for workspace `bench`, as COPY records (the key's event left out)."""
+    conn = await asyncpg.connect(url)
+    stored = await conn.fetch(
+        f"SELECT {', '.join(INSERT_COLUMNS)} FROM audit_events WHERE workspace_id = "
+        "'bench' AND action <> 'audit_log.api_key.created' ORDER BY seq"
+    )
+    await conn.close()
+    rows = [tuple(r.values()) for r in stored]
+    assert len(rows) == total, (len(rows), total)
+    return rows
+
+
+async def ingest_vs_copy(
+    batches: list[bytes],
+    data_dir: Path,
+    mmdb: Path,
+    *,
+    server_workers: int = 1,
+    background: bool = False,
+    env: dict[str, str] | None = None,
+    before_stop: Callable[[str], Awaitable[None]] | None = None,
+    after_ingest: Callable[[str], Awaitable[None]] | None = None,
+    quiet: bool = False,
+) -> IngestRun:
+    """HTTP ingest of `batches` into a fresh database, then raw COPY of the rows it
+    stored into another. `before_stop(url)` runs once the last batch was accepted,
+    inside the HTTP phase's CPU count (not its time); `after_ingest(url)` once the
+    server stopped, before the rows are read back."""
+    total = sum(len(orjson.loads(b)) for b in batches)
+    async with fresh_database("bench_ingest") as url_a, fresh_database("bench_copy") as url_b:
+        key = await create_ingest_key(url_a, data_dir, mmdb)
+        full_env = {**ingest_env(mmdb), **(env or {})}
+        workers = ["--workers", str(server_workers)]
+        probe = await asyncpg.connect(url_a)
+        async with server_process(url_a, full_env, workers, background=background) as (
+            base,
+            proc,
+        ):
+            if not quiet:
+                print(
+                    f"HTTP ingest: {len(batches)} batches of {BATCH}, {CLIENTS} clients", flush=True
+                )
+            server_before, backends_before = tree_cpu(proc.pid), await backend_cpu(probe)
+            http_seconds = await http_ingest(base, key, batches)
+            if before_stop is not None:
+                await before_stop(url_a)
+            http_cpu = tree_cpu(proc.pid) - server_before
+            http_cpu += cpu_since(backends_before, await backend_cpu(probe))
+        await probe.close()
+        if after_ingest is not None:
+            await after_ingest(url_a)
+        rows = await read_ingested_rows(url_a, total)
+        if not quiet:
+            print(f"raw COPY of the same {len(rows):,} rows, {CLIENTS} connections", flush=True)
+        copy_seconds, copy_cpu = await raw_copy(url_b, rows)
+    return IngestRun(http_seconds, copy_seconds, http_cpu, copy_cpu)
 
 
 async def main(total: int, server_workers: int) -> None:
@@ -128,40 +237,11 @@ async def main(total: int, server_workers: int) -> None:
     batches = make_batches(total)
     with tempfile.TemporaryDirectory() as tmp:
         mmdb = build_city_mmdb(Path(tmp) / "city.mmdb")
-        async with fresh_database("bench_ingest") as url_a, fresh_database("bench_copy") as url_b:
-            from auditlog import accounts
-            from auditlog.config import Settings
-            from auditlog.runtime import open_services
-
-            settings = Settings(
-                database_url=url_a, data_dir=Path(tmp), secret_key="b" * 32, geoip_db=mmdb
-            )
-            async with open_services(settings, pool_size=2) as services:
-                await accounts.create_workspace(services.pool, "bench", "enterprise")
-                key = await accounts.create_key(
-                    services.pool, services.ingestor, workspace_id="bench", role="ingest"
-                )
-            env = {"AUDITLOG_GEOIP_DB": str(mmdb), "AUDITLOG_SECRET_KEY": "b" * 32}
-            workers = ["--workers", str(server_workers)]
-            async with server_process(url_a, env, workers) as (base, _proc):
-                print(
-                    f"HTTP ingest: {len(batches)} batches of {BATCH}, {CLIENTS} clients", flush=True
-                )
-                http_seconds = await http_ingest(base, key.key, batches)
-            conn = await asyncpg.connect(url_a)
-            stored = await conn.fetch(
-                f"SELECT {', '.join(INSERT_COLUMNS)} FROM audit_events WHERE workspace_id = "
-                "'bench' AND action <> 'audit_log.api_key.created' ORDER BY seq"
-            )
-            await conn.close()
-            rows = [tuple(r.values()) for r in stored]
-            assert len(rows) == total, (len(rows), total)
-            print(f"raw COPY of the same {len(rows):,} rows, {CLIENTS} connections", flush=True)
-            copy_seconds = await raw_copy(url_b, rows)
-    http_rate = total / http_seconds
-    copy_rate = total / copy_seconds
-    print(f"HTTP ingest : {http_rate:,.0f} events/s ({http_seconds:.1f} s)")
-    print(f"raw COPY    : {copy_rate:,.0f} rows/s ({copy_seconds:.1f} s)")
+        run = await ingest_vs_copy(batches, Path(tmp), mmdb, server_workers=server_workers)
+    http_rate = total / run.http_seconds
+    copy_rate = total / run.copy_seconds
+    print(f"HTTP ingest : {http_rate:,.0f} events/s ({run.http_seconds:.1f} s)")
+    print(f"raw COPY    : {copy_rate:,.0f} rows/s ({run.copy_seconds:.1f} s)")
     print(f"ratio       : {http_rate / copy_rate:.2f} (target >= 0.5)")
 
 
