@@ -197,6 +197,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["DATABASE_URL"] = resolve_database_url(settings.database_url, settings.data_dir)
     os.environ["AUDITLOG_SECRET_KEY"] = settings.secret_key
     os.environ["AUDITLOG_BACKGROUND"] = "0" if args.no_background else "1"
+    from auditlog.metrics import prepare_multiprocess
+
+    prepare_multiprocess()  # before any worker imports prometheus-client
     uvicorn.run("auditlog.app:create_app_from_env", factory=True, workers=args.workers, **options)
     return 0
 

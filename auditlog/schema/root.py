@@ -10,6 +10,7 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from auditlog.metrics import OperationMetrics
 from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
@@ -99,6 +100,7 @@ def build_schema(query: type = Query) -> AuditLogSchema:
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
         OperationMemo,
+        OperationMetrics,
     ]
     return AuditLogSchema(
         query=query,
