@@ -159,6 +159,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.access_log import redact_access_log
     from auditlog.app import create_app
     from auditlog.integrity.keys import load_signer
+    from auditlog.metrics import prepare_multiprocess
 
     # A bad signing key stops the start here, with one line naming it, before any server.
     load_signer(settings.with_secret_key())
@@ -187,6 +188,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # Each process of --workers N configures its logging from this, as this one did.
         "log_config": log_config(log_format_from_env(), args.log_level.upper()),
     }
+    # Before any worker process imports prometheus-client (they inherit the variable).
+    prepare_multiprocess(workers=args.workers)
     if args.workers == 1:
         uvicorn.run(create_app(settings, background=not args.no_background), **options)
         return 0
@@ -197,9 +200,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     os.environ["DATABASE_URL"] = resolve_database_url(settings.database_url, settings.data_dir)
     os.environ["AUDITLOG_SECRET_KEY"] = settings.secret_key
     os.environ["AUDITLOG_BACKGROUND"] = "0" if args.no_background else "1"
-    from auditlog.metrics import prepare_multiprocess
-
-    prepare_multiprocess()  # before any worker imports prometheus-client
     uvicorn.run("auditlog.app:create_app_from_env", factory=True, workers=args.workers, **options)
     return 0
 

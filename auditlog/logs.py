@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +58,7 @@ def accepted_request_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def current_request_id() -> str | None:

@@ -59,6 +59,10 @@ DATABASE_TIMEOUT = 5.0
 
 # `_created` samples double every series and are not kept across processes.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+# prometheus-client chose its file-backed values on import if the variable is set;
+# each metric below opens its file there: the folder must exist first.
+if os.environ.get(MULTIPROC_ENV):
+    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
 
 INGEST_EVENTS = Counter(
     "auditlog_ingest_events",
@@ -245,16 +249,18 @@ async def process_metrics(services: Services) -> AsyncIterator[None]:
 # Several processes ---------------------------------------------------------
 
 
-def prepare_multiprocess() -> str:
-    """Before `serve --workers N` starts its processes: the folder their values go to,
-    emptied (values of a previous run would be summed in); a temporary one, removed at
-    exit, unless PROMETHEUS_MULTIPROC_DIR names one."""
+def prepare_multiprocess(*, workers: int) -> str | None:
+    """Before `serve` starts serving: the folder the processes' values go to, emptied
+    of earlier processes' files (a previous run's counts would be summed in). With
+    several workers and no PROMETHEUS_MULTIPROC_DIR, a temporary one, removed at exit."""
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
         os.makedirs(folder, exist_ok=True)
+        mine = f"_{os.getpid()}.db"  # this process's own files, opened on import
         for path in glob.glob(os.path.join(folder, "*.db")):
-            os.remove(path)
-    else:
+            if not path.endswith(mine):
+                os.remove(path)
+    elif workers > 1:
         folder = tempfile.mkdtemp(prefix="auditlog-metrics-")
         atexit.register(shutil.rmtree, folder, True)
         os.environ[MULTIPROC_ENV] = folder

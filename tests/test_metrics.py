@@ -118,9 +118,7 @@ async def test_ingest_is_counted_per_batch_with_refusals_by_reason(
     assert response.status_code == 202, response.text
     refusals = {
         "unauthenticated": await client.post("/v1/events", json=[event()]),
-        "malformed": await client.post(
-            "/v1/events", content=b"[{", headers=ws.auth(ws.ingest_key)
-        ),
+        "malformed": await client.post("/v1/events", content=b"[{", headers=ws.auth(ws.ingest_key)),
         "invalid": await client.post(
             "/v1/events", json=[{"action": 1}], headers=ws.auth(ws.ingest_key)
         ),
