@@ -25,8 +25,7 @@ import os
 import re
 import shutil
 import tempfile
-import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
@@ -41,7 +40,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from strawberry.extensions import SchemaExtension
 
 from auditlog.storage.metrics import DatabaseGauges, read_database_gauges
 
@@ -187,24 +185,6 @@ def operation_label(name: str | None) -> str:
         _operation_names.add(name)
         return name
     return "other"
-
-
-class OperationMetrics(SchemaExtension):
-    """Times each query and mutation (a subscription's lifetime is no latency)."""
-
-    def on_operation(self) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        context = self.execution_context
-        try:
-            kind = context.operation_type.value
-        except Exception:  # no document (a parse error), or an unknown operation name
-            kind = "invalid"
-        if kind == "subscription":
-            return
-        GRAPHQL_SECONDS.labels(kind, operation_label(context.operation_name)).observe(
-            time.perf_counter() - start
-        )
 
 
 # Process gauges ------------------------------------------------------------

@@ -10,7 +10,6 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
-from auditlog.metrics import OperationMetrics
 from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
@@ -22,6 +21,7 @@ from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.integrity import IntegrityQuery
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.live import SharedEventExecutor
+from auditlog.schema.metrics import OperationMetrics
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
