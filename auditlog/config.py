@@ -88,6 +88,13 @@ def _public_url(raw: str | None) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _metrics_token(raw: str | None) -> str | None:
+    # A short token could be guessed by anyone who can reach the port.
+    if raw is not None and (len(raw) < 16 or any(c.isspace() for c in raw)):
+        raise ConfigError("AUDITLOG_METRICS_TOKEN: at least 16 characters, no white space")
+    return raw
+
+
 def _log_name(raw: str) -> str:
     # The log name is also the signing key's name in signed notes: no spaces, no '+'.
     if any(c.isspace() for c in raw) or "+" in raw or len(raw) > 200:
@@ -159,6 +166,8 @@ class Settings:
     # once (a token bucket per key, in each server process); 0: no limit.
     ingest_events_per_second: int = 5000
     ingest_burst_events: int = 10_000
+    # GET /metrics answers 404 without it, and requires it as a bearer token with it.
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -207,6 +216,7 @@ class Settings:
             ),
             ingest_events_per_second=ingest_rate,
             ingest_burst_events=ingest_burst,
+            metrics_token=_metrics_token(env.get("AUDITLOG_METRICS_TOKEN") or None),
         )
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")

@@ -6,7 +6,6 @@ document is even parsed; GraphiQL is served to a browser without a token.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from strawberry.types import ExecutionResult
 from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
+from auditlog.logs import new_request_id
 from auditlog.schema.context import Context
 from auditlog.schema.live import encode_shared_message
 from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler
@@ -73,7 +73,7 @@ class AuditLogGraphQL(GraphQL[Context, None]):
         return Context(
             services=services_of(request),
             principal=principal,
-            request_id=request.scope.get("auditlog.request_id") or uuid.uuid4().hex[:12],
+            request_id=request.scope.get("auditlog.request_id") or new_request_id(),
             request=request,
             response=response,
         )
@@ -130,7 +130,7 @@ class AuditLogGraphQL(GraphQL[Context, None]):
                 )
                 await response(scope, receive, send)
                 return
-        scope["auditlog.request_id"] = uuid.uuid4().hex[:12]
+        scope.setdefault("auditlog.request_id", new_request_id())  # set by RequestContext
         try:
             await super().__call__(scope, _limited(receive), send)
         except _BodyTooLarge:  # a chunked body without Content-Length grew past the limit

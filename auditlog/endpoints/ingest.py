@@ -11,6 +11,7 @@ from starlette.responses import Response
 from auditlog.endpoints.common import json_response, principal_of, services_of, unauthorized
 from auditlog.errors import AuthError, BatchRejected
 from auditlog.ingest.validate import MAX_BODY_BYTES, MAX_EVENTS
+from auditlog.metrics import count_ingested
 
 
 class _BodyTooLarge(Exception):
@@ -110,6 +111,7 @@ async def ingest_events(request: Request) -> Response:
             },
             422,
         )
+    count_ingested(result.accepted, result.duplicates, len(body))
     return json_response(
         {"accepted": result.accepted, "duplicates": result.duplicates, "ids": result.ids}, 202
     )

@@ -21,6 +21,7 @@ from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.integrity import IntegrityQuery
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.live import SharedEventExecutor
+from auditlog.schema.metrics import OperationMetrics
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
@@ -99,6 +100,7 @@ def build_schema(query: type = Query) -> AuditLogSchema:
         lambda: ValidationCache(maxsize=256),
         ErrorCodes,
         OperationMemo,
+        OperationMetrics,
     ]
     return AuditLogSchema(
         query=query,

@@ -42,6 +42,7 @@ import asyncpg
 
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
+from auditlog.metrics import count_delivered, count_delivery_failed
 from auditlog.storage import streams as store
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
@@ -290,6 +291,7 @@ class DestinationDelivery:
             batch = selected[start:end]
             if not await self._send(row, sink.send(entries[start:end], batch)):
                 return True
+            count_delivered(row.workspace_id, row.id, row.kind, len(batch))
             if not await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True):
                 return False
         last = events[-1]
@@ -305,6 +307,7 @@ class DestinationDelivery:
         entry = sink.encode_checkpoint(checkpoint)
         if not await self._send(row, sink.send_checkpoint(entry, checkpoint)):
             return True
+        count_delivered(row.workspace_id, row.id, row.kind, 0)
         async with self.pool.acquire() as conn:
             return await store.record_checkpoint_delivery(
                 conn,
@@ -331,6 +334,7 @@ class DestinationDelivery:
 
     async def _failed(self, row: store.DestinationRow, error: SinkError) -> None:
         message = scrub(str(error), self.sink.secret_values() if self.sink else [])
+        count_delivery_failed(row.workspace_id, row.id, row.kind)
         if error.retryable:
             delay = backoff_delay(row.attempts, error.retry_after, self.rng)
             failing = row.attempts + 1 >= FAILING_AFTER

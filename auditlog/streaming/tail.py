@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from auditlog.metrics import count_live_deliveries
 from auditlog.storage.events import EventFilter, read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
@@ -140,14 +141,18 @@ class WorkspaceTail:
     async def _read_new(self) -> None:
         while True:
             rows, retention = await self._read_after(self.position)
+            handed = 0
             for event in rows:
-                self._fan_out(event, retention)
+                handed += self._fan_out(event, retention)
                 self.position = event.position
+            count_live_deliveries(handed)
             if len(rows) < READ_BATCH:
                 return
 
-    def _fan_out(self, event: LiveEvent, retention: datetime | None) -> None:
+    def _fan_out(self, event: LiveEvent, retention: datetime | None) -> int:
+        """Queue the event for its subscribers; returns how many got it."""
         position = event.position
+        handed = 0
         verdicts: dict[Hashable, bool] = {}
         shared: dict[Hashable, Delivery] = {}
         item: TailEvent | None = None
@@ -172,6 +177,8 @@ class WorkspaceTail:
             sub.queue.append(delivery)
             sub.position = position
             sub.wakeup.set()
+            handed += 1
+        return handed
 
     async def catch_up(self, sub: Subscriber) -> list[Delivery]:
         """The next events for a subscriber behind the tail; goes live when level."""
@@ -187,6 +194,7 @@ class WorkspaceTail:
             sub.position = event.position
             if sub.matcher.matches(event, retention):
                 out.append(Delivery(TailEvent(event)))
+        count_live_deliveries(len(out))
         if len(rows) < READ_BATCH or (rows and rows[-1].position > target):
             # Every final event up to the target has been seen (some excluded by retention).
             sub.position = max(sub.position, target)
