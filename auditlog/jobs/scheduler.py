@@ -8,15 +8,12 @@ interval; it never stops the service.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 from auditlog.config import DEFAULT_RETENTION_GRACE_DAYS
 from auditlog.jobs.maintenance import MaintenanceReport, run_maintenance
-
-log = logging.getLogger(__name__)
+from auditlog.jobs.periodic import every
 
 MAINTENANCE_INTERVAL_SECONDS = 600.0
 
@@ -34,22 +31,13 @@ class MaintenanceScheduler:
         self._grace_days = grace_days
         self.passes: list[MaintenanceReport] = []
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                report = await run_maintenance(self._database_url, grace_days=self._grace_days)
-                self.passes.append(report)
-                self.passes[:] = self.passes[-10:]
-            except Exception:  # logged; the next pass tries again
-                log.exception("maintenance pass failed")
-            await asyncio.sleep(self._interval)
+    async def run_once(self) -> MaintenanceReport:
+        report = await run_maintenance(self._database_url, grace_days=self._grace_days)
+        self.passes.append(report)
+        self.passes[:] = self.passes[-10:]
+        return report
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[MaintenanceScheduler]:
-        task = asyncio.create_task(self._loop(), name="auditlog-maintenance")
-        try:
+        async with every(self._interval, "maintenance", self.run_once):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -12,17 +12,14 @@ interval; it never stops the process.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 
 import asyncpg
 
 from auditlog.integrity.keys import SigningKeys
+from auditlog.jobs.periodic import every
 from auditlog.services import integrity as integrity_service
-
-log = logging.getLogger(__name__)
 
 
 class Sealer:
@@ -39,22 +36,7 @@ class Sealer:
         self.sealed_leaves += done.leaves_added
         return done
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # logged; the next pass tries again
-                log.exception("sealing pass failed")
-            await asyncio.sleep(self._interval)
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Sealer]:
-        task = asyncio.create_task(self._loop(), name="auditlog-sealer")
-        try:
+        async with every(self._interval, "sealing", self.run_once):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
