@@ -234,6 +234,12 @@ _MS = timedelta(milliseconds=1)
 _ROLE_KEYS = ("to", "role", "newRole")
 
 
+# The members as module globals: an Enum attribute lookup costs about 0.3 us on
+# Python 3.11, and to_ocsf makes several for every event.
+_ACTOR_SUBJECT, _USER_SUBJECT, _PRIVILEGES_SUBJECT = Subject.ACTOR, Subject.USER, Subject.PRIVILEGES
+_ENTITY_SUBJECT, _WEB_SUBJECT = Subject.ENTITY, Subject.WEB_RESOURCES
+
+
 def epoch_ms(timestamp: str) -> int:
     """A stored RFC 3339 timestamp as OCSF's timestamp_t: milliseconds since the epoch,
     exact (integer arithmetic, never a float's rounding)."""
@@ -358,17 +364,17 @@ def to_ocsf(payload: dict[str, Any]) -> dict[str, Any]:
 
     targets: list[dict[str, Any]] = payload.get("targets") or []
     rest: list[dict[str, Any]] = []
-    if subject is Subject.ACTOR:
+    if subject is _ACTOR_SUBJECT:
         out["user"] = actor
         out["service"] = SIGN_IN_SERVICE
         rest = targets
         if head["status_id"] == 2 and isinstance(metadata.get("reason"), str):
             out["status_detail"] = metadata["reason"]
-    elif subject is Subject.USER or subject is Subject.PRIVILEGES:
+    elif subject is _USER_SUBJECT or subject is _PRIVILEGES_SUBJECT:
         user, index = _target_user(targets)
         out["user"] = user if user is not None else actor
         rest = [t for i, t in enumerate(targets) if i != index] if index >= 0 else targets
-        if subject is Subject.PRIVILEGES:
+        if subject is _PRIVILEGES_SUBJECT:
             out["privileges"] = [_role(metadata)]
             out["resource"] = {"type": "workspace", "uid": workspace_id}
     else:
@@ -377,13 +383,13 @@ def to_ocsf(payload: dict[str, Any]) -> dict[str, Any]:
             resource = _resource(target)
             if resource is None:
                 rest.append(target)
-            elif subject is Subject.ENTITY and placed:
+            elif subject is _ENTITY_SUBJECT and placed:
                 rest.append(target)  # Entity Management holds one entity
             else:
                 placed.append(resource)
-        if subject is Subject.ENTITY:
+        if subject is _ENTITY_SUBJECT:
             out["entity"] = placed[0] if placed else {"type": "workspace", "uid": workspace_id}
-        elif subject is Subject.WEB_RESOURCES:
+        elif subject is _WEB_SUBJECT:
             out["web_resources"] = placed or [{"type": "workspace", "uid": workspace_id}]
         else:
             if placed:
