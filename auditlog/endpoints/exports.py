@@ -138,7 +138,7 @@ async def download_export_part(request: Request) -> Response:
         del head.headers["content-length"]  # unknown until the file is streamed
         return head
     return DownloadResponse(
-        encode(file_format, export_service.stream_part(services, row, number)),
+        encode(file_format, export_service.stream_part(services, row, number), row.event_format),
         services=services,
         what=f"part {number} of export {row.id} (workspace {row.workspace_id})",
         media_type=file_format.media_type,
@@ -163,7 +163,7 @@ async def download_export_proof(request: Request) -> Response:
     ):
         return json_response(_FORBIDDEN, 403)
     row = await export_service.find_export(services, workspace_id, uuid.UUID(export_id))
-    if row is None or export_service.is_expired(row, now) or row.format != "JSON":
+    if row is None or export_service.is_expired(row, now) or not export_service.has_proof(row):
         return json_response(_GONE, 404)
     headers = _download_headers(f"{_stem(row)}-proof.json")
     if request.method == "HEAD":  # the headers only: no wait, no proof

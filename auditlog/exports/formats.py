@@ -3,7 +3,9 @@
 CSV: RFC 4180 (comma, double quotes, CRLF) with a header row and the stable
 columns below; a cell a spreadsheet would run as a formula (starting with
 = + - @ tab or carriage return) gets a leading apostrophe. JSON: one array of
-the stored payloads, verbatim. NDJSON: one stored payload a line.
+the stored payloads, verbatim. NDJSON: one stored payload a line. With the
+OCSF event format, JSON and NDJSON hold each event's OCSF form instead
+(auditlog/ocsf.py), in the same order; CSV has no OCSF form.
 
 CSV records come from the C scanner in _csvfast (built by `pip install` where a
 C compiler exists) when it imported: it reads the JSON text without building
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from auditlog.ocsf import ocsf_json
 
 _fast_csv_lines: Callable[[list[str]], bytes] | None
 try:
@@ -63,6 +67,9 @@ FORMATS = {
     "NDJSON": FileFormat("NDJSON", "ndjson", "application/x-ndjson"),
 }
 
+
+# Files that can hold OCSF events (a CSV has columns of its own).
+OCSF_FILE_FORMATS = frozenset({"JSON", "NDJSON"})
 
 _EMPTY: dict[str, Any] = {}
 
@@ -146,13 +153,30 @@ async def _encode_ndjson(batches: AsyncIterator[list[str]]) -> AsyncIterator[byt
         yield ("\n".join(batch) + "\n").encode()
 
 
+async def _encode_ocsf_json(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    separator = b"[\n"
+    async for batch in batches:
+        yield separator + b",\n".join([ocsf_json(text) for text in batch])
+        separator = b",\n"
+    yield b"[\n]\n" if separator == b"[\n" else b"\n]\n"
+
+
+async def _encode_ocsf_ndjson(batches: AsyncIterator[list[str]]) -> AsyncIterator[bytes]:
+    async for batch in batches:
+        yield b"".join([ocsf_json(text) + b"\n" for text in batch])
+
+
 async def encode(
-    file_format: FileFormat, batches: AsyncGenerator[list[str], None]
+    file_format: FileFormat,
+    batches: AsyncGenerator[list[str], None],
+    event_format: str = "NATIVE",
 ) -> AsyncIterator[bytes]:
     """The file's bytes, one chunk per batch of stored payloads. However the file
     ends (complete, or the client gone), `batches` is closed here and then, so
     the download's transaction and connection are given back at once."""
     encoders = {"CSV": _encode_csv, "JSON": _encode_json, "NDJSON": _encode_ndjson}
+    if event_format == "OCSF":
+        encoders = {"JSON": _encode_ocsf_json, "NDJSON": _encode_ocsf_ndjson}
     async with contextlib.aclosing(batches):
         async for chunk in encoders[file_format.name](batches):
             yield chunk

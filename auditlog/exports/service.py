@@ -57,6 +57,7 @@ async def create_export(
     shown_filter: dict[str, Any],
     file_format: str,
     *,
+    event_format: str = "NATIVE",
     part_size: int = PART_SIZE,
 ) -> export_store.ExportRow:
     """Fix the result now and record who exported what; files come on download.
@@ -93,6 +94,7 @@ async def create_export(
             created_by=principal.as_actor(),
             created_at=now,
             expires_at=now + EXPORT_TTL,
+            event_format=event_format,
         )
         async with services.pool.acquire() as conn, conn.transaction():
             result = await record_service_event(
@@ -104,6 +106,7 @@ async def create_export(
                 metadata={
                     "exportId": str(row.id),
                     "format": file_format,
+                    "eventFormat": event_format,
                     "filter": shown_filter,
                     "rowCount": plan.row_count,
                     "files": row.part_count,
@@ -163,12 +166,19 @@ def download_links(
     ]
 
 
+def has_proof(row: export_store.ExportRow) -> bool:
+    """Whether a proof bundle can prove the export's files: NATIVE JSON only. A leaf
+    hashes the stored event, which a JSON file holds verbatim; an OCSF file holds
+    another object, which no proof of the log can verify."""
+    return row.format == "JSON" and row.event_format == "NATIVE"
+
+
 def proof_link(
     services: Services, row: export_store.ExportRow, base_url: str, now: datetime
 ) -> str | None:
-    """A signed URL of the proof bundle: JSON exports only (a bundle proves the events
-    of JSON files), none once the export has expired."""
-    if row.format != "JSON" or is_expired(row, now):
+    """A signed URL of the proof bundle: NATIVE JSON exports only (has_proof), none
+    once the export has expired."""
+    if not has_proof(row) or is_expired(row, now):
         return None
     link_ttl = timedelta(seconds=services.settings.export_link_ttl_seconds)
     expires_at = min(now + link_ttl, row.expires_at)

@@ -9,6 +9,7 @@ import strawberry
 
 from auditlog.errors import BadInputError
 from auditlog.exports import service as export_service
+from auditlog.exports.formats import OCSF_FILE_FORMATS
 from auditlog.schema.context import Context
 from auditlog.schema.exports import CreateExportInput, Export, filter_as_json
 from auditlog.schema.inputs import AuditEventFilter
@@ -37,6 +38,11 @@ async def create_export(ctx: Context, input: CreateExportInput) -> Export:
     workspace_id = ctx.reader_workspace()
     assert ctx.principal is not None
     given = input.filter or AuditEventFilter()
+    event_format = input.event_format.value if input.event_format else "NATIVE"
+    if event_format == "OCSF" and input.format.value not in OCSF_FILE_FORMATS:
+        raise BadInputError(
+            "input.eventFormat", f"OCSF exports are JSON or NDJSON, not {input.format.value}"
+        )
     row = await export_service.create_export(
         ctx.services,
         ctx.principal,
@@ -44,6 +50,7 @@ async def create_export(ctx: Context, input: CreateExportInput) -> Export:
         given.to_filter("input.filter"),
         filter_as_json(given),
         input.format.value,
+        event_format=event_format,
     )
     return _to_graphql(ctx, row)
 

@@ -42,10 +42,14 @@ async def list_destinations(ctx: Context) -> list[DestinationView]:
 
 
 async def create_destination(
-    ctx: Context, name: str, categories: list[str] | None, config: DestinationConfig
+    ctx: Context,
+    name: str,
+    categories: list[str] | None,
+    config: DestinationConfig,
+    event_format: str = "NATIVE",
 ) -> CreatedDestination:
     admin, caller = await _admin(ctx)
-    return await admin.create(caller, name, categories, config)
+    return await admin.create(caller, name, categories, config, event_format)
 
 
 async def update_destination(
@@ -54,9 +58,10 @@ async def update_destination(
     name: str | None,
     categories: list[str] | None,
     config: DestinationConfig | None,
+    event_format: str | None = None,
 ) -> DestinationView:
     admin, caller = await _admin(ctx)
-    return await admin.update(caller, id, name, categories, config)
+    return await admin.update(caller, id, name, categories, config, event_format)
 
 
 async def set_paused(ctx: Context, id: str, *, paused: bool) -> DestinationView:

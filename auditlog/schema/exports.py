@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 from auditlog.exports.service import ExportLink, is_expired
 from auditlog.ingest.canonical import format_timestamp
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.schema.types import EventFormat
 from auditlog.storage.exports import ExportRow
 
 
@@ -43,6 +44,7 @@ class ExportFile:
 class Export:
     id: strawberry.ID
     format: ExportFormat
+    event_format: EventFormat
     filter: JSON
     status: ExportStatus
     row_count: int
@@ -53,7 +55,9 @@ class Export:
         description=(
             "Signed link (plain GET, no header) to the export's proof bundle: an inclusion "
             "proof of every event of its files against one signed checkpoint, for `auditlog "
-            "verify`. JSON exports only; null for CSV and NDJSON, and once the export expired."
+            "verify`. NATIVE JSON exports only; null for CSV, NDJSON and OCSF exports (an "
+            "OCSF file does not hold the events the log's leaves hash), and once the export "
+            "expired."
         )
     )
 
@@ -64,6 +68,7 @@ class Export:
         return cls(
             id=strawberry.ID(str(row.id)),
             format=ExportFormat(row.format),
+            event_format=EventFormat(row.event_format),
             filter=cast(JSON, row.filter),
             status=ExportStatus.EXPIRED if is_expired(row, now) else ExportStatus.READY,
             row_count=row.plan.row_count,
@@ -78,6 +83,10 @@ class Export:
 class CreateExportInput:
     filter: AuditEventFilter | None = None
     format: ExportFormat
+    event_format: EventFormat | None = strawberry.field(
+        default=EventFormat.NATIVE,
+        description="NATIVE (the default) or OCSF, with JSON and NDJSON files only",
+    )
 
 
 def filter_as_json(flt: AuditEventFilter) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 from auditlog.resolvers import streaming as resolvers
 from auditlog.schema.context import Info
-from auditlog.schema.types import EventCategory
+from auditlog.schema.types import EventCategory, EventFormat
 from auditlog.streaming import config as cfg
 from auditlog.streaming.destinations import CreatedDestination, DeliveryTest, DestinationView
 
@@ -116,6 +116,9 @@ class CreateStreamingDestinationInput:
     name: str
     categories: list[EventCategory] | None = None
     config: DestinationConfigInput
+    format: EventFormat | None = strawberry.field(
+        default=EventFormat.NATIVE, description="the form events are delivered in"
+    )
 
 
 @strawberry.input
@@ -123,6 +126,9 @@ class UpdateStreamingDestinationInput:
     name: str | None = None
     categories: list[EventCategory] | None = None
     config: DestinationConfigInput | None = None
+    format: EventFormat | None = strawberry.field(
+        default=None, description="left out: the destination keeps its format"
+    )
 
 
 @strawberry.type
@@ -131,6 +137,7 @@ class StreamingDestination:
     name: str
     kind: DestinationKind
     categories: list[EventCategory]
+    format: EventFormat
     status: DestinationStatus
     config: JSON = strawberry.field(description="credentials masked, never returned")
     last_delivered_at: datetime | None
@@ -148,6 +155,7 @@ class StreamingDestination:
             name=row.name,
             kind=DestinationKind(row.kind),
             categories=[EventCategory(c) for c in row.categories],
+            format=EventFormat(row.format),
             status=DestinationStatus(row.status),
             config=cast(JSON, view.masked_config),
             last_delivered_at=row.last_delivered_at,
@@ -203,7 +211,11 @@ class StreamingMutation:
         self, info: Info, input: CreateStreamingDestinationInput
     ) -> CreatedStreamingDestination:
         created = await resolvers.create_destination(
-            info.context, input.name, _categories(input.categories), input.config.to_config()
+            info.context,
+            input.name,
+            _categories(input.categories),
+            input.config.to_config(),
+            input.format.value if input.format else "NATIVE",
         )
         return CreatedStreamingDestination.from_created(created)
 
@@ -217,6 +229,7 @@ class StreamingMutation:
             input.name,
             _categories(input.categories),
             input.config.to_config() if input.config else None,
+            input.format.value if input.format else None,
         )
         return StreamingDestination.from_view(view)
 

@@ -28,6 +28,17 @@ class EventCategory(Enum):
     AI = "AI"
 
 
+@strawberry.enum(
+    description=(
+        "The form events leave in: NATIVE, the stored event exactly as `payload` shows it; "
+        "OCSF, its Open Cybersecurity Schema Framework 1.3.0 form (docs/ocsf.md)"
+    )
+)
+class EventFormat(Enum):
+    NATIVE = "NATIVE"
+    OCSF = "OCSF"
+
+
 @strawberry.enum
 class ActorType(Enum):
     USER = "USER"

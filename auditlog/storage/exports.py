@@ -25,7 +25,7 @@ from auditlog.storage.events import EventFilter, TimePosition, _filter_sql
 
 _COLUMNS = """workspace_id, id, format, filter, criteria, snapshot::text AS snapshot,
     retention_start, row_count, part_size, part_ends_at, part_ends_seq, created_by,
-    created_at, expires_at"""
+    created_at, expires_at, event_format"""
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class ExportRow:
     created_by: dict[str, Any]
     created_at: datetime
     expires_at: datetime
+    event_format: str = "NATIVE"  # or OCSF (JSON and NDJSON files only)
 
     @property
     def part_count(self) -> int:
@@ -219,9 +220,9 @@ async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
     await conn.execute(
         """INSERT INTO exports (workspace_id, id, format, filter, criteria, snapshot,
                retention_start, row_count, part_size, part_ends_at, part_ends_seq,
-               created_by, created_at, expires_at)
+               created_by, created_at, expires_at, event_format)
            VALUES ($1, $2, $3, $4, $5, $6::text::pg_snapshot, $7, $8, $9, $10, $11, $12,
-                   $13, $14)""",
+                   $13, $14, $15)""",
         row.workspace_id,
         row.id,
         row.format,
@@ -236,6 +237,7 @@ async def insert_export(conn: asyncpg.Connection, row: ExportRow) -> None:
         row.created_by,
         row.created_at,
         row.expires_at,
+        row.event_format,
     )
 
 
@@ -260,6 +262,7 @@ def _row(record: asyncpg.Record) -> ExportRow:
         created_by=record["created_by"],
         created_at=record["created_at"],
         expires_at=record["expires_at"],
+        event_format=record["event_format"],
     )
 
 

@@ -16,7 +16,7 @@ import asyncpg
 
 _COLUMNS = """workspace_id, id, name, kind, categories, config, secrets, status, generation,
     cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at,
-    checkpoint_size, checkpoint_delivered_at"""
+    checkpoint_size, checkpoint_delivered_at, format"""
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class DestinationRow:
     created_at: datetime
     checkpoint_size: int  # tree size of the last acknowledged checkpoint; 0 before the first
     checkpoint_delivered_at: datetime | None
+    format: str  # NATIVE or OCSF: the form its events leave in
 
 
 def _row(r: asyncpg.Record) -> DestinationRow:
@@ -61,6 +62,7 @@ def _row(r: asyncpg.Record) -> DestinationRow:
         created_at=r["created_at"],
         checkpoint_size=r["checkpoint_size"],
         checkpoint_delivered_at=r["checkpoint_delivered_at"],
+        format=r["format"],
     )
 
 
@@ -75,13 +77,15 @@ class NewDestination:
     secrets: bytes
     cursor_xid: int
     cursor_seq: int
+    format: str = "NATIVE"
 
 
 async def insert_destination(conn: asyncpg.Connection, new: NewDestination) -> DestinationRow:
     record = await conn.fetchrow(
         f"""INSERT INTO stream_destinations
-               (workspace_id, id, name, kind, categories, config, secrets, cursor_xid, cursor_seq)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_COLUMNS}""",
+               (workspace_id, id, name, kind, categories, config, secrets, cursor_xid, cursor_seq,
+                format)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_COLUMNS}""",
         new.workspace_id,
         new.id,
         new.name,
@@ -91,6 +95,7 @@ async def insert_destination(conn: asyncpg.Connection, new: NewDestination) -> D
         new.secrets,
         new.cursor_xid,
         new.cursor_seq,
+        new.format,
     )
     assert record is not None
     return _row(record)
@@ -133,6 +138,7 @@ class DestinationChange:
     config: dict[str, Any] | None = None
     secrets: bytes | None = None
     status: str | None = None
+    format: str | None = None
 
 
 async def update_destination(
@@ -153,6 +159,7 @@ async def update_destination(
                config = coalesce($5, config),
                secrets = coalesce($6, secrets),
                status = coalesce($7, CASE WHEN status = 'FAILING' THEN 'ACTIVE' ELSE status END),
+               format = coalesce($8, format),
                generation = generation + 1,
                attempts = 0,
                retry_at = NULL,
@@ -166,6 +173,7 @@ async def update_destination(
         change.config,
         change.secrets,
         change.status,
+        change.format,
     )
     return _row(record) if record else None
 

@@ -26,6 +26,9 @@ Policy:
 - Every write is fenced by the lease: a worker that lost it stops. A send that
   waits for the destination to confirm (Splunk's indexer acknowledgement, up to
   `ack_timeout`) renews the lease while it waits and is abandoned if it is lost.
+- Format: an OCSF destination gets each selected event's OCSF form
+  (auditlog/ocsf.py) in place of the stored payload, whatever the sink;
+  checkpoints are sent as they are (they are not events).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import logging
 import random
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -43,6 +46,7 @@ import asyncpg
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.metrics import count_delivered, count_delivery_failed
+from auditlog.ocsf import ocsf_json
 from auditlog.storage import streams as store
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
@@ -110,8 +114,16 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text[:300]
 
 
-def _out(event: LiveEvent) -> OutEvent:
-    return OutEvent(event.xid, event.seq, event.occurred_at, event.payload)
+def _out(event: LiveEvent, ocsf: bool = False) -> OutEvent:
+    payload = ocsf_json(event.payload).decode() if ocsf else event.payload
+    return OutEvent(event.xid, event.seq, event.occurred_at, payload)
+
+
+def out_event(event: OutEvent, event_format: str) -> OutEvent:
+    """The event in a destination's format (its payload is the stored, NATIVE one)."""
+    if event_format != "OCSF":
+        return event
+    return replace(event, payload=ocsf_json(event.payload).decode())
 
 
 def _out_checkpoint(covering: CoveringCheckpoint) -> OutCheckpoint:
@@ -281,10 +293,11 @@ class DestinationDelivery:
         assert self.sink is not None
         sink = self.sink
         wanted = set(row.categories)
+        ocsf = row.format == "OCSF"
         selected = (
-            [_out(e) for e in events]
+            [_out(e, ocsf) for e in events]
             if wanted >= ALL_CATEGORIES
-            else [_out(e) for e in events if e.category in wanted]
+            else [_out(e, ocsf) for e in events if e.category in wanted]
         )
         entries = [sink.encode(e) for e in selected]
         for start, end in plan_batches(entries, sink):

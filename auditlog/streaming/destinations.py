@@ -35,7 +35,7 @@ from auditlog.streaming.config import (
     validate_config,
 )
 from auditlog.streaming.credentials import CredentialBox
-from auditlog.streaming.delivery import scrub
+from auditlog.streaming.delivery import out_event, scrub
 from auditlog.streaming.netguard import NetworkPolicy
 from auditlog.streaming.sinks import SEND_TIMEOUT, build_sink
 from auditlog.streaming.sinks.base import OutEvent, SinkError, SinkTarget
@@ -137,7 +137,12 @@ class StreamingAdmin:
             action,
             actor=caller.actor,
             targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
-            metadata={"kind": row.kind, "categories": row.categories, **meta},
+            metadata={
+                "kind": row.kind,
+                "categories": row.categories,
+                "format": row.format,
+                **meta,
+            },
         )
 
     async def list_all(self, caller: Caller) -> list[DestinationView]:
@@ -152,6 +157,7 @@ class StreamingAdmin:
         name: str,
         categories: list[str] | None,
         config: DestinationConfig,
+        event_format: str = "NATIVE",
     ) -> CreatedDestination:
         name = _name(name, "input.name")
         cats = _categories(categories, "input.categories")
@@ -173,6 +179,7 @@ class StreamingAdmin:
                     secrets=self.box.seal(config.credentials()),
                     cursor_xid=xid,
                     cursor_seq=seq,
+                    format=event_format,
                 ),
             )
             view = await self._view(conn, row)
@@ -195,12 +202,14 @@ class StreamingAdmin:
         name: str | None,
         categories: list[str] | None,
         config: DestinationConfig | None,
+        event_format: str | None = None,
     ) -> DestinationView:
         change = store.DestinationChange(
             name=_name(name, "input.name") if name is not None else None,
             categories=_categories(categories, "input.categories")
             if categories is not None
             else None,
+            format=event_format,
         )
         async with self.pool.acquire() as conn:
             current = await self._read(conn, caller, id)
@@ -220,7 +229,9 @@ class StreamingAdmin:
             if row is None:
                 raise NotFoundError("streaming destination not found")
             view = await self._view(conn, row)
-        changed = [k for k in ("name", "categories", "config") if getattr(change, k) is not None]
+        changed = [
+            k for k in ("name", "categories", "config", "format") if getattr(change, k) is not None
+        ]
         await self._event(caller, "audit_log.stream.updated", row, changed=changed)
         return view
 
@@ -256,7 +267,7 @@ class StreamingAdmin:
         config = restore_config(row.kind, row.config, self.box.open(row.secrets))
         target = SinkTarget(row.workspace_id, row.id)
         sink = build_sink(target, config, self.policy, SEND_TIMEOUT, TEST_ACK_TIMEOUT)
-        event = test_event(row)
+        event = out_event(test_event(row), row.format)
         started = time.perf_counter()
         try:
             status = await asyncio.wait_for(
