@@ -341,7 +341,7 @@ def test_the_same_walk_keeps_the_depth_limit() -> None:
         return value
 
     for levels, ok in ((2, True), (16, True), (17, False), (40, False)):
-        result = validate_event(event(metadata=nested(levels)), 0, NOW)
+        result = validate_event(event(metadata=nested(levels)), 0, datetime.now(UTC))
         assert isinstance(result, EventIn) is ok, (levels, result)
         if not ok:
             assert isinstance(result, list)
