@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from playwright.async_api import (
@@ -28,6 +29,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-sync",
 ]
+# axe-core from npm (tests/axe, `npm ci` there: .ci/run does it).
+AXE_SCRIPT = Path(__file__).resolve().parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "test-output" / "console"
 LAPTOP = {"width": 1440, "height": 900}
 # A shared 2-core CI machine: give assertions on the page more than the default 5 s.
@@ -60,6 +63,40 @@ class ConsolePage:
     async def wait_loaded(self) -> None:
         await expect(self.page.locator("#status")).to_contain_text("shown")
 
+    async def copied(self, target: Locator) -> str:
+        """The text a user copies after selecting all of `target`."""
+        text: str = await target.evaluate(
+            """node => {
+                 const range = document.createRange();
+                 range.selectNodeContents(node);
+                 const selection = getSelection();
+                 selection.removeAllRanges();
+                 selection.addRange(range);
+                 const text = selection.toString();
+                 selection.removeAllRanges();
+                 return text;
+               }"""
+        )
+        return text
+
+    async def axe(self) -> dict[str, list[dict[str, Any]]]:
+        """axe-core's results on the page as it is: its violations, and what it could not
+        decide ("incomplete", to review), each with its impact and the nodes concerned."""
+        if not await self.page.evaluate("typeof window.axe === 'object'"):
+            await self.page.add_script_tag(path=str(AXE_SCRIPT))
+        results: dict[str, list[dict[str, Any]]] = await self.page.evaluate(
+            """async () => {
+                 const types = ["violations", "incomplete"];
+                 const result = await axe.run(document, { resultTypes: types });
+                 const brief = (v) => ({
+                   id: v.id, impact: v.impact, help: v.help,
+                   nodes: v.nodes.map((n) => n.target.join(" ")),
+                 });
+                 return Object.fromEntries(types.map((t) => [t, result[t].map(brief)]));
+               }"""
+        )
+        return results
+
     def rows(self) -> Locator:
         return self.page.locator("#event-rows tr")
 
@@ -72,9 +109,17 @@ class ConsolePage:
         await self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=False)
 
 
-async def open_console(browser: Browser, base_url: str) -> ConsolePage:
+async def open_console(
+    browser: Browser, base_url: str, *, zone: str = BROWSER_ZONE.key, bypass_csp: bool = False
+) -> ConsolePage:
+    """A tab in the given time zone; `bypass_csp` lets a test inject a script of its own (axe),
+    which the console's script-src 'self' refuses otherwise."""
     context = await browser.new_context(
-        viewport=LAPTOP, accept_downloads=True, timezone_id=BROWSER_ZONE.key, locale="en-GB"
+        viewport=LAPTOP,
+        accept_downloads=True,
+        timezone_id=zone,
+        locale="en-GB",
+        bypass_csp=bypass_csp,
     )
     context.set_default_timeout(15_000)
     page = await context.new_page()

@@ -3,8 +3,8 @@
 // <dialog>s: Escape closes, focus returns to what opened them.
 
 import { gql } from "./api.js";
-import { byId, el, setText } from "./dom.js";
-import { actorLines, localTime, locationText, deviceText, utcTime } from "./format.js";
+import { byId, el, none, setText } from "./dom.js";
+import { actorLines, categoryLabel, deviceText, localTime, locationText, utcTime } from "./format.js";
 import { IntegrityCheck } from "./integrity.js";
 import { ACTOR_ACTIVITY, EVENT_PAYLOAD } from "./queries.js";
 
@@ -28,12 +28,12 @@ function summaryRows(event) {
   const { name, email } = actorLines(event.actor);
   const rows = [
     ["Action", event.action],
-    ["Category", event.category],
+    ["Category", categoryLabel(event.category)],
     ["When", `${localTime(event.occurredAt)} (${utcTime(event.occurredAt)})`],
     ["Actor", email ? `${name} <${email}>` : name],
-    ["IP address", event.ipAddress || "—"],
-    ["Location", locationText(event.location) || "—"],
-    ["Device", deviceText(event.device) || "—"],
+    ["IP address", event.ipAddress || none()],
+    ["Location", locationText(event.location) || none()],
+    ["Device", deviceText(event.device) || none()],
     ["Event id", event.id],
   ];
   return rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]);

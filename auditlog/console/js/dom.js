@@ -30,3 +30,14 @@ export function show(node, visible) {
 export function setText(node, text) {
   node.textContent = text ?? "";
 }
+
+// Text for assistive technology and copying only, such as the separator between two
+// parts of a cell that are set apart visually by layout alone.
+export function hiddenText(text) {
+  return el("span", { class: "visually-hidden" }, text);
+}
+
+// An empty value: "—" on screen, "none" to assistive technology (its alt text in the CSS).
+export function none() {
+  return el("span", { class: "none" });
+}

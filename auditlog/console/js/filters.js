@@ -22,6 +22,12 @@ export function searchFromFilters(state) {
   return text ? `?${text}` : "";
 }
 
+// The form field each AuditEventFilter field comes from, to name a refused value by its label.
+export const FIELD_FOR_ARGUMENT = {
+  occurredFrom: "from", occurredTo: "to", actorEmail: "actor", categories: "category", actions: "action",
+  ipAddress: "ip",
+};
+
 export function splitActions(text) {
   return text.split(",").map((a) => a.trim()).filter(Boolean);
 }
@@ -65,6 +71,13 @@ export function fillForm(form, state) {
   form.elements.category.value = state.category;
   form.elements.action.value = state.action;
   form.elements.ip.value = state.ip;
+}
+
+// A quick range: From the given number of hours ago (to the second), To open, so it runs to now.
+export function quickRange(form, hours) {
+  const now = Math.floor(Date.now() / 1000) * 1000;
+  form.elements.from.value = toLocalInput(new Date(now - hours * 3600 * 1000).toISOString());
+  form.elements.to.value = "";
 }
 
 // The form's state, or an error message naming the field that is wrong.

@@ -5,7 +5,39 @@ const localFormat = new Intl.DateTimeFormat(undefined, {
   hour: "2-digit", minute: "2-digit", second: "2-digit",
 });
 
-export const TIME_ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone || "local time";
+// UTC+05:30 for an offset name such as "GMT+5:30" (Intl's "longOffset" gives "GMT+05:30", or "GMT").
+function offsetText(name) {
+  const match = /^GMT(?:([+-])(\d{1,2})(?::?(\d{2}))?)?$/.exec(name || "");
+  if (!match) return "";
+  if (!match[1]) return "UTC+00:00";
+  return `UTC${match[1]}${match[2].padStart(2, "0")}:${match[3] || "00"}`;
+}
+
+function zonePart(options, date) {
+  try {
+    const parts = new Intl.DateTimeFormat(undefined, options).formatToParts(date);
+    return parts.find((p) => p.type === "timeZoneName")?.value || "";
+  } catch {
+    return "";
+  }
+}
+
+// The browser's zone by its name and present offset ("India Standard Time (UTC+05:30)"), not by
+// its identifier: ICU still reports some zones under retired ones (Asia/Kolkata as Asia/Calcutta).
+export function timeZoneText(date = new Date()) {
+  const offset = offsetText(zonePart({ timeZoneName: "longOffset" }, date));
+  const name = zonePart({ timeZoneName: "longGeneric" }, date);
+  if (!offset) return name || "local time";
+  return name && !name.startsWith("GMT") ? `${name} (${offset})` : offset;
+}
+
+// Category codes as words: "AI" stays an acronym, the others are capitalised.
+const CATEGORY_LABELS = { AI: "AI" };
+
+export function categoryLabel(code) {
+  const text = String(code);
+  return CATEGORY_LABELS[text] || text.charAt(0) + text.slice(1).toLowerCase();
+}
 
 export function localTime(iso) {
   const d = new Date(iso);

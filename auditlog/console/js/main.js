@@ -7,14 +7,17 @@ import { ActorInvestigation, EventDetail, wireDialogs } from "./dialogs.js";
 import { byId, el, setText, show } from "./dom.js";
 import { runExport } from "./exporter.js";
 import {
-  emptyFilters, fillForm, filtersFromSearch, readForm, searchFromFilters, toGraphQLFilter,
+  FIELD_FOR_ARGUMENT, emptyFilters, fillForm, filtersFromSearch, quickRange, readForm, searchFromFilters,
+  toGraphQLFilter,
 } from "./filters.js";
-import { TIME_ZONE } from "./format.js";
+import { categoryLabel, timeZoneText } from "./format.js";
 import { LiveTail } from "./live.js";
 import { EVENTS, LIVE, PAGE_SIZE, START } from "./queries.js";
 import { EventTable } from "./table.js";
 
 const ui = {
+  title: byId("page-title"),
+  skip: byId("skip-link"),
   signIn: byId("sign-in"),
   signInForm: byId("sign-in-form"),
   signInError: byId("sign-in-error"),
@@ -57,6 +60,7 @@ function showSignIn(message = "", kind = "error") {
   table.reset();
   show(ui.console, false);
   show(ui.session, false);
+  show(ui.skip, false);
   show(ui.signIn, true);
   setText(ui.signInError, message);
   ui.signInError.className = kind;
@@ -70,8 +74,8 @@ function signInMessage(error) {
     return `Sign-in failed (401): ${error.message} Paste a valid API key or console token.`;
   }
   if (error.code === "FORBIDDEN") {
-    return `Access denied: ${error.message}. Members (and ingest keys) cannot read the audit log; ` +
-      "sign in with an owner's or admin's key or token.";
+    // The service names the role ("the member role cannot read the audit log"): say it once.
+    return `Access denied: ${error.message.replace(/\.$/, "")}; sign in with an owner's or admin's key or token.`;
   }
   return error.message;
 }
@@ -83,14 +87,25 @@ function handleError(error) {
     showSignIn(signInMessage(error));
     return;
   }
-  const field = error.argument ? ` (${error.argument})` : "";
-  setStatus(`${error.message}${field}`, "error");
+  setStatus(badInputMessage(error), "error");
+}
+
+// "filter.ipAddress: must be …" as one sentence naming the field by its label, which is focused.
+function badInputMessage(error) {
+  if (!error.argument) return error.message;
+  const prefix = `${error.argument}: `;
+  const reason = error.message.startsWith(prefix) ? error.message.slice(prefix.length) : error.message;
+  const input = ui.filters.elements[FIELD_FOR_ARGUMENT[error.argument.replace(/^.*\bfilter\./, "")]];
+  if (!input?.labels?.length) return `${error.argument} ${reason.replace(/\.$/, "")}.`;
+  input.setAttribute("aria-invalid", "true");
+  input.focus();
+  return `“${input.labels[0].textContent.trim()}” ${reason.replace(/\.$/, "")}.`;
 }
 
 function fillCatalog(catalog) {
   if (state.catalogLoaded) return;
   const categories = [...new Set(catalog.map((e) => e.category))];
-  ui.category.append(...categories.map((c) => el("option", { value: c }, c.charAt(0) + c.slice(1).toLowerCase())));
+  ui.category.append(...categories.map((c) => el("option", { value: c }, categoryLabel(c))));
   const prefixes = new Set();
   for (const { action } of catalog) {
     const parts = action.split(".");
@@ -114,7 +129,10 @@ async function enter() {
   }
   show(ui.signIn, false);
   show(ui.session, true);
+  show(ui.skip, true);
   show(ui.console, true);
+  // The sign-in form just vanished: start from the page heading, so the next Tab is the skip link.
+  ui.title.focus();
   state.filters = filtersFromSearch(location.search);
   fillForm(ui.filters, state.filters);
   await reload();
@@ -152,10 +170,27 @@ async function reload() {
 }
 
 function applyFilters(filters, { push = true } = {}) {
+  clearInvalid();
   state.filters = filters;
   fillForm(ui.filters, filters);
   if (push) history.pushState(null, "", `${location.pathname}${searchFromFilters(filters)}`);
   return reload();
+}
+
+function clearInvalid() {
+  for (const input of ui.filters.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+}
+
+function applyForm() {
+  clearInvalid();
+  const { state: filters, error, field } = readForm(ui.filters);
+  if (error) {
+    setStatus(error, "error");
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+    return;
+  }
+  applyFilters(filters);
 }
 
 function filterByActor(email) {
@@ -202,7 +237,7 @@ function stopLive() {
 }
 
 function wire() {
-  setText(byId("tz-note"), `Times in ${TIME_ZONE}; hover a time for UTC.`);
+  setText(byId("tz-note"), `Times in ${timeZoneText()}; hover a time for UTC.`);
   wireDialogs();
   ui.signInForm.addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -218,14 +253,14 @@ function wire() {
   });
   ui.filters.addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const { state: filters, error, field } = readForm(ui.filters);
-    if (error) {
-      setStatus(error, "error");
-      field.focus();
-      return;
-    }
-    applyFilters(filters);
+    applyForm();
   });
+  for (const button of document.querySelectorAll("[data-range-hours]")) {
+    button.addEventListener("click", () => {
+      quickRange(ui.filters, Number(button.dataset.rangeHours));
+      applyForm();
+    });
+  }
   byId("clear-filters").addEventListener("click", () => applyFilters(emptyFilters()));
   ui.more.addEventListener("click", () => loadPage(table.endCursor));
   ui.live.addEventListener("change", () => {
