@@ -24,6 +24,9 @@ Policy:
   the same retries and failure state as a batch, whatever the categories.
   Its cursor and time move only after the sink acknowledged, like the events'.
 - Every write is fenced by the lease: a worker that lost it stops.
+- A replay moves the cursor back under a running worker: the cursor advance of
+  a batch read before it moves nothing (the epoch fence), and the next round
+  reads from the replayed cursor, in order.
 """
 
 from __future__ import annotations
@@ -256,11 +259,14 @@ class DestinationDelivery:
             batch = selected[start:end]
             if not await self._send(row, sink.send(entries[start:end], batch)):
                 return True
-            if not await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True):
+            moved = await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True)
+            if moved is None:
                 return False
+            if not moved:
+                return True  # replayed meanwhile: the next round reads from its cursor
         last = events[-1]
         if not selected or (selected[-1].xid, selected[-1].seq) != (last.xid, last.seq):
-            return await self._advance(row, (last.xid, last.seq), delivered=False)
+            return await self._advance(row, (last.xid, last.seq), delivered=False) is not None
         return True
 
     async def _deliver_checkpoint(
@@ -283,7 +289,8 @@ class DestinationDelivery:
 
     async def _advance(
         self, row: store.DestinationRow, cursor: tuple[int, int], *, delivered: bool
-    ) -> bool:
+    ) -> bool | None:
+        """True: moved; False: a replay since `row` was read kept it; None: lease lost."""
         async with self.pool.acquire() as conn:
             return await store.record_delivery(
                 conn,
@@ -293,6 +300,7 @@ class DestinationDelivery:
                 cursor,
                 delivered,
                 self.options.lease_seconds,
+                row.cursor_epoch,
             )
 
     async def _failed(self, row: store.DestinationRow, error: SinkError) -> None:
