@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.async_api import Browser, expect
 
 from auditlog import accounts
 from auditlog.demo import DEMO_WORKSPACE, load_demo_events
 from auditlog.ingest.enrich import GeoIP, country_default_available
 from auditlog.runtime import Services
+from tests.browser import open_console
 from tests.conftest import (
     RunningService,
     WorkspaceKeys,
@@ -28,6 +30,7 @@ from tests.conftest import (
 )
 from tests.geoip import build_city_mmdb
 from tests.test_actor_activity import login, send
+from tests.test_console import browser  # noqa: F401  (the session's Chromium)
 
 LOCATIONS = """query($filter: AuditEventFilter) {
   auditEvents(filter: $filter, first: 100) {
@@ -142,3 +145,34 @@ async def test_demo_events_have_countries(default_service: RunningService) -> No
         for e in body["data"]["auditEvents"]["edges"]
     }
     assert {"GB", "SE", "US", "CN"} <= codes, codes
+
+
+@pytest.mark.browser
+async def test_the_console_shows_the_country_and_the_credit(
+    browser: Browser,  # noqa: F811  (the fixture imported above)
+    default_service: RunningService,
+    service: RunningService,
+) -> None:
+    async with httpx.AsyncClient(base_url=default_service.base_url, timeout=30) as client:
+        ws = await create_workspace_keys(default_service.services, client)
+        await send(ws, login(0, "89.160.20.112"))
+        console = await open_console(browser, default_service.base_url)
+        try:
+            await console.signed_in(ws.admin)
+            cells = console.page.locator("#event-rows td.location")
+            await expect(cells.filter(has_text="Sweden")).to_have_count(1)
+            credit = console.page.locator("#geoip-credit a")
+            await expect(credit).to_be_visible()
+            await expect(credit).to_have_text("IP geolocation by DB-IP")
+            assert await credit.get_attribute("href") == "https://db-ip.com"
+            await console.screenshot("geoip-default-credit")
+        finally:
+            await console.context.close()
+        assert not console.page_errors, console.page_errors
+    city = await open_console(browser, service.base_url)
+    try:
+        await city.page.goto(service.base_url + "/")
+        await city.page.wait_for_load_state("networkidle")
+        await expect(city.page.locator("#credits")).to_be_hidden()
+    finally:
+        await city.context.close()
