@@ -117,6 +117,8 @@ class Settings:
     redis_url: str | None = None
     data_dir: Path = field(default_factory=_default_data_dir)
     geoip_db: Path | None = None
+    # Without geoip_db: the country from DB-IP's packaged database (AUDITLOG_GEOIP_DB=none: off).
+    geoip_default: bool = True
     # Encrypts destination credentials and signs download links and cursors.
     secret_key: str = ""
     jwt_secret: str | None = None
@@ -177,6 +179,9 @@ class Settings:
             env = merged
         data_dir = Path(env["AUDITLOG_DATA_DIR"]) if env.get("AUDITLOG_DATA_DIR") else None
         geoip = env.get("AUDITLOG_GEOIP_DB") or None
+        geoip_default = geoip != "none"
+        if geoip == "none":
+            geoip = None
         if geoip and not Path(geoip).is_file():
             raise ConfigError(f"AUDITLOG_GEOIP_DB: no such file: {geoip}")
         ingest_rate, ingest_burst = _ingest_rate(env)
@@ -185,6 +190,7 @@ class Settings:
             redis_url=env.get("REDIS_URL") or None,
             data_dir=data_dir or _default_data_dir(),
             geoip_db=Path(geoip) if geoip else None,
+            geoip_default=geoip_default,
             secret_key=env.get("AUDITLOG_SECRET_KEY", ""),
             jwt_secret=env.get("AUDITLOG_JWT_SECRET") or None,
             jwks_url=env.get("AUDITLOG_JWKS_URL") or None,

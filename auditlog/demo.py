@@ -22,7 +22,7 @@ _PEOPLE = [
 ]  # fmt: skip
 
 # Public addresses in ranges MaxMind's test database and real databases locate
-# in several countries (GB, SE, US, JP, DE, BR, CN).
+# in several countries (with the default, DB-IP's country data: GB, SE, US, CN, GI).
 _HOME_IPS = [
     "81.2.69.142", "81.2.69.160", "89.160.20.112", "89.160.20.128", "216.160.83.56",
     "2.125.160.216", "67.43.156.1", "175.16.199.1", "202.196.224.1", "217.65.48.1",

@@ -134,7 +134,7 @@ async def open_services(
     pool = await create_pool(
         url, max_size=pool_size, statement_timeout=settings.statement_timeout_seconds
     )
-    geoip = GeoIP(settings.geoip_db)
+    geoip = GeoIP(settings.geoip_db, country_default=settings.geoip_default)
     bus = LiveBus(settings.redis_url)
     try:
         await bus.connect()

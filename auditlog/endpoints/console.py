@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -104,6 +105,15 @@ def console_routes() -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return _serve(request, files["index.html"])
 
+    async def config(request: Request) -> Response:
+        # What the page credits: "dbip" while DB-IP's country database locates events.
+        services = getattr(request.app.state, "services", None)
+        geoip = getattr(services, "geoip", None)
+        attribution = "dbip" if getattr(geoip, "attribution", None) else None
+        body = orjson.dumps({"geoipAttribution": attribution})
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return _serve(request, StaticFile(body, "application/json", etag))
+
     async def static(request: Request) -> Response:
         file = files.get(request.path_params["path"])
         if file is None:
@@ -112,5 +122,6 @@ def console_routes() -> list[BaseRoute]:
 
     return [
         Route("/", index, methods=["GET"]),
+        Route(STATIC_PREFIX + "config.json", config, methods=["GET"]),
         Route(STATIC_PREFIX + "{path:path}", static, methods=["GET"]),
     ]

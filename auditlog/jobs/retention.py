@@ -58,7 +58,7 @@ async def _record(
     """The purge record and each workspace's audit event commit together."""
     # On the owner's connection: no address to look up, nobody to notify (live
     # tails and streams find the events by polling).
-    service_events = Ingestor(None, GeoIP(None, quiet=True))
+    service_events = Ingestor(None, GeoIP(None, quiet=True, country_default=False))
     async with conn.transaction():
         await store.insert_purge_record(conn, record)
         for workspace_id, count in sorted(events_by_workspace.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context, operation_memo
@@ -67,6 +68,11 @@ async def update_destination(
 async def set_paused(ctx: Context, id: str, *, paused: bool) -> DestinationView:
     admin, caller = await _admin(ctx)
     return await admin.set_paused(caller, id, paused)
+
+
+async def replay_destination(ctx: Context, id: str, occurred_from: datetime) -> DestinationView:
+    admin, caller = await _admin(ctx)
+    return await admin.replay(caller, id, occurred_from)
 
 
 async def delete_destination(ctx: Context, id: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -245,6 +245,21 @@ class StreamingMutation:
         self, info: Info, id: strawberry.ID
     ) -> StreamingDestination:
         view = await resolvers.set_paused(info.context, str(id), paused=False)
+        return StreamingDestination.from_view(view)
+
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Resend from the first retained event occurred at or after `from`: the "
+        "cursor moves back to just before the earliest ingest position of those events "
+        "(never forward), and every event ingested after it is sent again, in ingest order. "
+        "A `from` before the retention starts at the retention."
+    )
+    async def replay_streaming_destination(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+    ) -> StreamingDestination:
+        view = await resolvers.replay_destination(info.context, str(id), from_)
         return StreamingDestination.from_view(view)
 
     @strawberry.mutation

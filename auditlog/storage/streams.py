@@ -3,6 +3,8 @@
 Every write that a worker makes on behalf of a lease is fenced by
 `lease_owner = $worker AND lease_until > now()`: a worker whose lease expired
 can no longer move the cursor, so two workers never both own a destination.
+A cursor advance is also fenced by `cursor_epoch`, which a replay increments:
+a batch read before the replay cannot move the cursor past the replayed position.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncpg
 
 _COLUMNS = """workspace_id, id, name, kind, categories, config, secrets, status, generation,
     cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at,
-    checkpoint_size, checkpoint_delivered_at, format"""
+    checkpoint_size, checkpoint_delivered_at, format, cursor_epoch"""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class DestinationRow:
     checkpoint_size: int  # tree size of the last acknowledged checkpoint; 0 before the first
     checkpoint_delivered_at: datetime | None
     format: str  # NATIVE or OCSF: the form its events leave in
+    cursor_epoch: int = 0  # replays so far: fences cursor advances read before one
 
 
 def _row(r: asyncpg.Record) -> DestinationRow:
@@ -63,6 +66,7 @@ def _row(r: asyncpg.Record) -> DestinationRow:
         checkpoint_size=r["checkpoint_size"],
         checkpoint_delivered_at=r["checkpoint_delivered_at"],
         format=r["format"],
+        cursor_epoch=r["cursor_epoch"],
     )
 
 
@@ -190,6 +194,71 @@ async def delete_destination(
     return _row(record) if record else None
 
 
+@dataclass(frozen=True)
+class ReplayedCursor:
+    row: DestinationRow
+    previous: tuple[int, int]
+    # The earliest ingest position among the retained events occurred at or after
+    # `from`; None when there is none.
+    first_event: tuple[int, int] | None
+
+
+async def replay_destination(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    destination_id: uuid.UUID,
+    occurred_from: datetime,
+) -> ReplayedCursor | None:
+    """Move the cursor to just before the earliest ingest position (xid, seq) of
+    the workspace's events of the destination's categories occurred at or after
+    `occurred_from` (the caller clamps it to the retention), never forward, and
+    bump `cursor_epoch` so that a batch a worker read before this cannot move the
+    cursor past it. Run it in the caller's transaction; None when the destination
+    does not exist.
+
+    (xid, seq - 1) is "just before": no event lies between it and (xid, seq), as
+    seq is an integer and positions compare as (xid, seq) pairs.
+    """
+    current = await conn.fetchrow(
+        """SELECT cursor_xid, cursor_seq, categories FROM stream_destinations
+           WHERE workspace_id = $1 AND id = $2 FOR UPDATE""",
+        workspace_id,
+        destination_id,
+    )
+    if current is None:
+        return None
+    # Only events the destination takes: others would pull the position back for nothing.
+    first = await conn.fetchrow(
+        """SELECT xid::text::bigint AS xid, seq FROM audit_events
+           WHERE workspace_id = $1 AND occurred_at >= $2 AND category = ANY($3)
+           ORDER BY xid, seq LIMIT 1""",
+        workspace_id,
+        occurred_from,
+        current["categories"],
+    )
+    previous = (int(current["cursor_xid"]), int(current["cursor_seq"]))
+    target = previous
+    if first is not None:
+        target = min(previous, (int(first["xid"]), int(first["seq"]) - 1))
+    record = await conn.fetchrow(
+        f"""UPDATE stream_destinations SET
+               cursor_xid = $3, cursor_seq = $4, cursor_epoch = cursor_epoch + 1,
+               updated_at = now()
+           WHERE workspace_id = $1 AND id = $2
+           RETURNING {_COLUMNS}""",
+        workspace_id,
+        destination_id,
+        target[0],
+        target[1],
+    )
+    assert record is not None
+    return ReplayedCursor(
+        _row(record),
+        previous,
+        (int(first["xid"]), int(first["seq"])) if first is not None else None,
+    )
+
+
 _PENDING = """SELECT count(*) FROM (
         SELECT 1 FROM audit_events e
         WHERE e.workspace_id = d.workspace_id
@@ -309,19 +378,24 @@ async def record_delivery(
     cursor: tuple[int, int],
     delivered: bool,
     lease_seconds: float,
-) -> bool:
+    epoch: int = 0,
+) -> bool | None:
     """Move the cursor after an acknowledged batch (or past filtered-out events),
     extending the lease.
 
-    False when the lease is no longer ours: the caller stops at once.
+    None when the lease is no longer ours: the caller stops at once. False when
+    the destination was replayed since `epoch` was read: the cursor stays where
+    the replay put it (the lease is still extended), and the caller reads again.
     """
-    result = await conn.execute(
+    moved: bool | None = await conn.fetchval(
         f"""UPDATE stream_destinations SET
-               cursor_xid = $4, cursor_seq = $5,
+               cursor_xid = CASE WHEN cursor_epoch = $9 THEN $4 ELSE cursor_xid END,
+               cursor_seq = CASE WHEN cursor_epoch = $9 THEN $5 ELSE cursor_seq END,
                last_delivered_at = CASE WHEN $6 THEN now() ELSE last_delivered_at END,
                {_acknowledged("$6", "$7")},
                lease_until = now() + make_interval(secs => $8)
-           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()""",
+           WHERE workspace_id = $1 AND id = $2 AND lease_owner = $3 AND lease_until > now()
+           RETURNING cursor_epoch = $9""",
         key.workspace_id,
         key.id,
         worker_id,
@@ -330,8 +404,9 @@ async def record_delivery(
         delivered,
         generation,
         lease_seconds,
+        epoch,
     )
-    return bool(result.endswith(" 1"))
+    return moved
 
 
 async def record_checkpoint_delivery(

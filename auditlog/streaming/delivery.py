@@ -29,6 +29,9 @@ Policy:
 - Format: an OCSF destination gets each selected event's OCSF form
   (auditlog/ocsf.py) in place of the stored payload, whatever the sink;
   checkpoints are sent as they are (they are not events).
+- A replay moves the cursor back under a running worker: the cursor advance of
+  a batch read before it moves nothing (the epoch fence), and the next round
+  reads from the replayed cursor, in order.
 """
 
 from __future__ import annotations
@@ -305,11 +308,14 @@ class DestinationDelivery:
             if not await self._send(row, sink.send(entries[start:end], batch)):
                 return True
             count_delivered(row.workspace_id, row.id, row.kind, len(batch))
-            if not await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True):
+            moved = await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True)
+            if moved is None:
                 return False
+            if not moved:
+                return True  # replayed meanwhile: the next round reads from its cursor
         last = events[-1]
         if not selected or (selected[-1].xid, selected[-1].seq) != (last.xid, last.seq):
-            return await self._advance(row, (last.xid, last.seq), delivered=False)
+            return await self._advance(row, (last.xid, last.seq), delivered=False) is not None
         return True
 
     async def _deliver_checkpoint(
@@ -333,7 +339,8 @@ class DestinationDelivery:
 
     async def _advance(
         self, row: store.DestinationRow, cursor: tuple[int, int], *, delivered: bool
-    ) -> bool:
+    ) -> bool | None:
+        """True: moved; False: a replay since `row` was read kept it; None: lease lost."""
         async with self.pool.acquire() as conn:
             return await store.record_delivery(
                 conn,
@@ -343,6 +350,7 @@ class DestinationDelivery:
                 cursor,
                 delivered,
                 self.options.lease_seconds,
+                row.cursor_epoch,
             )
 
     async def _failed(self, row: store.DestinationRow, error: SinkError) -> None:

@@ -1,4 +1,5 @@
-"""Managing streaming destinations: create, update, pause, resume, delete, test, list.
+"""Managing streaming destinations: create, update, pause, resume, replay, delete,
+test, list.
 
 Owner and admin of ENTERPRISE workspaces only. Every change writes an
 audit_log.stream.* event with the caller as actor. Credentials are encrypted
@@ -251,6 +252,49 @@ class StreamingAdmin:
         )
         return view
 
+    async def replay(self, caller: Caller, id: str, occurred_from: datetime) -> DestinationView:
+        """Resend from the earliest ingest position of the retained events occurred at
+        or after `occurred_from` (clamped to the retention): the cursor moves back to
+        just before it, never forward, in one transaction with its audit event."""
+        now = datetime.now(UTC)
+        if occurred_from.tzinfo is None:
+            raise BadInputError("from", "needs a UTC offset (2026-11-28T00:00:00Z)")
+        if occurred_from > now:
+            raise BadInputError("from", "is in the future")
+        async with self.pool.acquire() as conn:
+            current = await self._read(conn, caller, id)
+            workspace = await read_workspace(conn, caller.workspace_id)
+            retention = workspace.retention_start(now) if workspace else None
+            replay_from = max(occurred_from, retention) if retention else occurred_from
+            async with conn.transaction():
+                replayed = await store.replay_destination(
+                    conn, caller.workspace_id, current.id, replay_from
+                )
+                if replayed is None:
+                    raise NotFoundError("streaming destination not found")
+                row = replayed.row
+                recorded = await record_service_event(
+                    self.ingestor,
+                    caller.workspace_id,
+                    "audit_log.stream.replayed",
+                    actor=caller.actor,
+                    targets=[
+                        {"type": "streaming_destination", "id": str(row.id), "name": row.name}
+                    ],
+                    metadata={
+                        "kind": row.kind,
+                        "categories": row.categories,
+                        "from": format_timestamp(occurred_from),
+                        "replayFrom": format_timestamp(replay_from),
+                        "cursor": _position(row.cursor_xid, row.cursor_seq),
+                        "previousCursor": _position(*replayed.previous),
+                    },
+                    conn=conn,
+                )
+            view = await self._view(conn, row)
+        await self.ingestor.notify_committed(recorded)
+        return view
+
     async def delete(self, caller: Caller, id: str) -> bool:
         async with self.pool.acquire() as conn:
             row = await store.delete_destination(conn, caller.workspace_id, _parse_id(id))
@@ -282,6 +326,11 @@ class StreamingAdmin:
             return DeliveryTest(False, exc.status_code, error, _ms(started))
         finally:
             await sink.aclose()
+
+
+def _position(xid: int, seq: int) -> dict[str, int]:
+    """A cursor as the audit event's metadata shows it: a position in ingest order."""
+    return {"xid": xid, "seq": seq}
 
 
 def _view_of(row: store.DestinationRow, lag: int) -> DestinationView:

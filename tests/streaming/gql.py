@@ -16,6 +16,9 @@ UPDATE = f"""mutation($id: ID!, $input: UpdateStreamingDestinationInput!) {{
 }}"""
 PAUSE = f"mutation($id: ID!) {{ pauseStreamingDestination(id: $id) {{ {FIELDS} }} }}"
 RESUME = f"mutation($id: ID!) {{ resumeStreamingDestination(id: $id) {{ {FIELDS} }} }}"
+REPLAY = f"""mutation($id: ID!, $from: DateTime!) {{
+  replayStreamingDestination(id: $id, from: $from) {{ {FIELDS} }}
+}}"""
 DELETE = "mutation($id: ID!) { deleteStreamingDestination(id: $id) }"
 TEST = """mutation($id: ID!) {
   testStreamingDestination(id: $id) { ok statusCode error latencyMs }

@@ -2,9 +2,10 @@
 
 A receiver records every request and can be told to fail its first requests,
 answer with a given status, hang (on every request, or on those whose body
-holds given bytes), or take its time; it also records how many requests were
-in flight at once per path (one path per destination). HecReceiver is a strict
-Splunk HEC with indexer acknowledgement.
+holds given bytes), hold such requests until told and then accept them, or
+take its time; it also records how many requests were in flight at once per
+path (one path per destination). HecReceiver is a strict Splunk HEC with
+indexer acknowledgement.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Receiver:
     delay: float = 0.0
     hold: bytes = b""  # a request whose body holds these bytes hangs until release(), then fails
     holding: int = 0
+    gate: bytes = b""  # a request whose body holds these bytes waits for open_gate(), then passes
+    gated: int = 0
     requests: list[Received] = field(default_factory=list)
     failures: int = 0
     failed_at: list[float] = field(default_factory=list)
@@ -62,11 +65,17 @@ class Receiver:
     _server: Any = None
     _task: asyncio.Task[None] | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _opened: asyncio.Event = field(default_factory=asyncio.Event)
 
     def release(self) -> None:
         """Stop holding: held requests fail now (their sender may be gone), later ones pass."""
         self.hold = b""
         self._released.set()
+
+    def open_gate(self) -> None:
+        """Let gated requests through: they are answered 200 and recorded."""
+        self.gate = b""
+        self._opened.set()
 
     async def _handle(self, request: Request) -> Response:
         path = request.url.path
@@ -80,6 +89,9 @@ class Receiver:
                 self.holding += 1
                 await self._released.wait()
                 return Response("released", status_code=503)
+            if self.gate and self.gate in body:
+                self.gated += 1
+                await self._opened.wait()
             if self.endless:
                 return StreamingResponse(_garbage(), status_code=500)
             if self.delay:

@@ -61,7 +61,9 @@ export function targetText(target) {
 
 export function locationText(location) {
   if (!location) return "";
-  return [location.city, location.region, location.country].filter(Boolean).join(", ");
+  // A country-only location may have a code the database has no name for.
+  return [location.city, location.region, location.country || location.countryCode]
+    .filter(Boolean).join(", ");
 }
 
 export function deviceText(device) {

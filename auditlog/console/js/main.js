@@ -116,6 +116,21 @@ function fillCatalog(catalog) {
   state.catalogLoaded = true;
 }
 
+// Credits the location data's source where its licence asks for it (DB-IP's
+// country database, used when no City database is configured).
+async function showCredits() {
+  try {
+    const response = await fetch("/console/config.json", { credentials: "omit" });
+    if (!response.ok) return;
+    const config = await response.json();
+    const geoip = config.geoipAttribution === "dbip";
+    show(byId("geoip-credit"), geoip);
+    show(byId("credits"), geoip);
+  } catch {
+    // No credit line is shown; the console works the same.
+  }
+}
+
 async function enter() {
   try {
     const data = await gql(START);
@@ -284,5 +299,6 @@ function wire() {
 }
 
 wire();
+showCredits();
 if (session.token) enter();
 else showSignIn();
