@@ -55,6 +55,16 @@ CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry("audit_log.api_key.created", _W, "An audit log API key was created."),
     CatalogEntry("audit_log.api_key.revoked", _W, "An audit log API key was revoked."),
     CatalogEntry("audit_log.stream.replayed", _W, "A log streaming destination was replayed."),
+    CatalogEntry(
+        "audit_log.stream.dead_lettered",
+        _W,
+        "A log streaming destination refused an event for good; it was set aside.",
+    ),
+    CatalogEntry(
+        "audit_log.stream.dead_letters_retried",
+        _W,
+        "The events a log streaming destination refused were queued to be sent again.",
+    ),
     CatalogEntry("audit_log.retention.purged", _W, "Events past the retention period were purged."),
     CatalogEntry("audit_log.retention.hold_placed", _W, "A legal hold was placed on events."),
     CatalogEntry("audit_log.retention.hold_released", _W, "A legal hold was released."),

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context, operation_memo
+from auditlog.storage.dead_letters import DeadLetterRow
+from auditlog.streaming import dead_letters
 from auditlog.streaming.config import DestinationConfig
 from auditlog.streaming.destinations import (
     Caller,
@@ -83,3 +85,13 @@ async def delete_destination(ctx: Context, id: str) -> bool:
 async def test_destination(ctx: Context, id: str) -> DeliveryTest:
     admin, caller = await _admin(ctx)
     return await admin.test(caller, id)
+
+
+async def list_dead_letters(ctx: Context, id: str, first: int | None) -> list[DeadLetterRow]:
+    admin, caller = await _admin(ctx)
+    return await dead_letters.list_dead_letters(admin.pool, caller, id, first)
+
+
+async def retry_dead_letters(ctx: Context, id: str) -> int:
+    admin, caller = await _admin(ctx)
+    return await dead_letters.retry_dead_letters(admin.pool, admin.ingestor, caller, id)

@@ -39,6 +39,7 @@ PAGE_DEFAULT = 50
 PAGE_MAX = 500
 EXPORTS_DEFAULT = 20
 EXPORTS_MAX = 100
+DEAD_LETTERS_DEFAULT = 50
 _PAGE_ARGUMENTS = ("first", "last")
 _INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
 
@@ -51,7 +52,11 @@ class _Measure:
 
 
 # Lists whose size the client does not state: what they return by default.
-_DEFAULT_PAGES = {"auditEvents": PAGE_DEFAULT, "exports": EXPORTS_DEFAULT}
+_DEFAULT_PAGES = {
+    "auditEvents": PAGE_DEFAULT,
+    "exports": EXPORTS_DEFAULT,
+    "deadLetters": DEAD_LETTERS_DEFAULT,
+}
 
 
 def _page_size(field: FieldNode) -> int:

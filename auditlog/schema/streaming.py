@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 from auditlog.resolvers import streaming as resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.types import EventCategory, EventFormat
+from auditlog.storage.dead_letters import DeadLetterRow
 from auditlog.streaming import config as cfg
 from auditlog.streaming.destinations import CreatedDestination, DeliveryTest, DestinationView
 
@@ -131,6 +132,25 @@ class UpdateStreamingDestinationInput:
     )
 
 
+@strawberry.type(description="An event the destination refused for good, set aside.")
+class DeadLetter:
+    event_id: strawberry.ID
+    status_code: int | None = strawberry.field(
+        description="the destination's answer; null when it gave none"
+    )
+    error: str = strawberry.field(description="credentials masked")
+    failed_at: datetime
+
+    @classmethod
+    def from_row(cls, row: DeadLetterRow) -> DeadLetter:
+        return cls(
+            event_id=strawberry.ID(str(row.event_id)),
+            status_code=row.status_code,
+            error=row.error,
+            failed_at=row.failed_at,
+        )
+
+
 @strawberry.type
 class StreamingDestination:
     id: strawberry.ID
@@ -146,6 +166,14 @@ class StreamingDestination:
     )
     last_error: str | None
     created_at: datetime
+
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Events it refused for good (400, 413, 422 for that event), set aside "
+        "so that the stream goes on; in ingest order, first at most 500, default 50."
+    )
+    async def dead_letters(self, info: Info, first: int | None = None) -> list[DeadLetter]:
+        found = await resolvers.list_dead_letters(info.context, str(self.id), first)
+        return [DeadLetter.from_row(r) for r in found]
 
     @classmethod
     def from_view(cls, view: DestinationView) -> StreamingDestination:
@@ -269,3 +297,11 @@ class StreamingMutation:
     @strawberry.mutation
     async def test_streaming_destination(self, info: Info, id: strawberry.ID) -> DeliveryTestResult:
         return DeliveryTestResult.from_test(await resolvers.test_destination(info.context, str(id)))
+
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
+        description="Queue the destination's dead letters to be sent again in its next "
+        "round (out of order): delivered ones leave the list, refused ones stay. "
+        "How many were queued now."
+    )
+    async def retry_dead_letters(self, info: Info, id: strawberry.ID) -> int:
+        return await resolvers.retry_dead_letters(info.context, str(id))

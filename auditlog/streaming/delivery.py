@@ -23,6 +23,15 @@ Policy:
   final is left to read), that checkpoint alone goes through the sink, with
   the same retries and failure state as a batch, whatever the categories.
   Its cursor and time move only after the sink acknowledged, like the events'.
+- Dead letters: a batch refused for good in a way one event can cause (400, 413,
+  422: `Sink.refuses_event`) is split in halves, each sent in turn, down to the
+  single events refused; those are set aside on the destination's dead-letter
+  list (with an audit_log.stream.dead_lettered event, in the cursor's
+  transaction) and the cursor moves past them. Each one costs at most about
+  2*log2(batch) more sends. More than `MAX_SET_ASIDE` in one batch, or since the
+  destination last acknowledged events, or a full list, is the destination's
+  problem: FAILING as any permanent refusal. Queued letters (retryDeadLetters)
+  go first in the next round, out of order; delivered ones leave the list.
 - Every write is fenced by the lease: a worker that lost it stops. A send that
   waits for the destination to confirm (Splunk's indexer acknowledgement, up to
   `ack_timeout`) renews the lease while it waits and is abandoned if it is lost.
@@ -37,19 +46,26 @@ Policy:
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import random
-from collections.abc import Awaitable, Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import asyncpg
+import orjson
 
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
+from auditlog.ingest.enrich import GeoIP
+from auditlog.ingest.service import Ingestor
+from auditlog.ingest.service_events import record_service_event
 from auditlog.metrics import count_delivered, count_delivery_failed
 from auditlog.ocsf import ocsf_json
+from auditlog.storage import dead_letters as letters
 from auditlog.storage import streams as store
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
@@ -69,6 +85,22 @@ BACKOFF_CAP = 300.0
 SLOW_RETRY = 300.0
 MAX_RETRY_AFTER = 3600.0
 FAILING_AFTER = 5
+# Refused events set aside at most per batch, and since the destination last
+# acknowledged events; beyond either it refuses more than a few poison events.
+MAX_SET_ASIDE = 10
+MAX_DEAD_LETTERS = 1000  # a destination's list; when full, a refusal shows FAILING
+RETRY_BATCH = 500  # queued dead letters read per round
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"  # acknowledged or set aside: go on
+    STOPPED = "stopped"  # a failure was recorded, or the lease lost during a send: next round
+    LOST = "lost"  # a write found the lease gone: stop delivering
+
+
+# True: the cursor moved; False: a replay kept it (read again); None: the lease is lost.
+Acknowledged = Callable[[int, int], Awaitable[bool | None]]
+SetAside = Callable[[int, SinkError], Awaitable[bool | None]]
 
 
 @dataclass(frozen=True)
@@ -157,6 +189,9 @@ class DestinationDelivery:
         self.sink: Sink | None = None
         self.generation = 0
         self.rng = random.Random()
+        # Writes its audit_log.stream.dead_lettered events on its own connections;
+        # other readers find them by polling, as the retention's.
+        self.service_events = Ingestor(None, GeoIP(None, quiet=True))
 
     async def run(self) -> None:
         try:
@@ -228,14 +263,18 @@ class DestinationDelivery:
             )
             # Never an event older than the retention as it is now (docs/retention.md).
             workspace = await read_workspace(conn, row.workspace_id)
+            retention_start = workspace.retention_start(now) if workspace else None
+            queued = await letters.read_queued(conn, self.key, RETRY_BATCH, retention_start)
             # The category comes as a column: no payload is parsed to filter.
             events = await read_live_events(
                 conn,
                 row.workspace_id,
                 after=(row.cursor_xid, row.cursor_seq),
                 limit=self.options.read_limit,
-                retention_start=workspace.retention_start(now) if workspace else None,
+                retention_start=retention_start,
             )
+        if queued:
+            return await self._retry_dead_letters(row, queued)
         # A checkpoint follows the events it covers: the cursor passed its last leaf,
         # or nothing final is left to read (what is left expired).
         if checkpoint is not None and (
@@ -256,6 +295,15 @@ class DestinationDelivery:
         """One send (of a batch or a checkpoint) within the deadline, the lease kept
         meanwhile; False when it failed (the failure recorded for the backoff) or the
         lease was lost (the next round stops)."""
+        result = await self._attempt(send)
+        if isinstance(result, SinkError):
+            await self._failed(row, result)
+            return False
+        return result
+
+    async def _attempt(self, send: Awaitable[int | None]) -> bool | SinkError:
+        """One send as `_send` makes it: True when acknowledged, False when the lease was
+        lost meanwhile, the SinkError (not yet recorded) when it failed."""
         assert self.sink is not None
         deadline = self.options.send_deadline + self.sink.confirm_seconds
         sending = asyncio.ensure_future(send)
@@ -269,14 +317,11 @@ class DestinationDelivery:
                 task.cancel()
             await asyncio.gather(sending, keeping, return_exceptions=True)
         if sending not in done:
-            if keeping not in done:
-                await self._failed(row, SinkError("timed out", retryable=True))
-            return False
+            return SinkError("timed out", retryable=True) if keeping not in done else False
         try:
             sending.result()
         except SinkError as exc:
-            await self._failed(row, exc)
-            return False
+            return exc
         return True
 
     async def _keep_lease(self) -> None:
@@ -303,19 +348,194 @@ class DestinationDelivery:
             else [_out(e, ocsf) for e in events if e.category in wanted]
         )
         entries = [sink.encode(e) for e in selected]
+
+        async def acknowledged(start: int, end: int) -> bool | None:
+            count_delivered(row.workspace_id, row.id, row.kind, end - start)
+            return await self._advance(
+                row, (selected[end - 1].xid, selected[end - 1].seq), delivered=True
+            )
+
         for start, end in plan_batches(entries, sink):
-            batch = selected[start:end]
-            if not await self._send(row, sink.send(entries[start:end], batch)):
-                return True
-            count_delivered(row.workspace_id, row.id, row.kind, len(batch))
-            moved = await self._advance(row, (batch[-1].xid, batch[-1].seq), delivered=True)
-            if moved is None:
-                return False
-            if not moved:
-                return True  # replayed meanwhile: the next round reads from its cursor
+            set_aside = 0
+
+            async def refused(index: int, error: SinkError) -> bool | None:
+                nonlocal set_aside
+                if set_aside >= MAX_SET_ASIDE:
+                    return None
+                set_aside += 1
+                return await self._set_aside(row, selected[index], error)
+
+            outcome = await self._send_splitting(
+                row, entries, selected, (start, end), acknowledged, refused
+            )
+            if outcome is not _Outcome.DONE:
+                return outcome is _Outcome.STOPPED
         last = events[-1]
         if not selected or (selected[-1].xid, selected[-1].seq) != (last.xid, last.seq):
             return await self._advance(row, (last.xid, last.seq), delivered=False) is not None
+        return True
+
+    async def _send_splitting(
+        self,
+        row: store.DestinationRow,
+        entries: list[bytes],
+        events: list[OutEvent],
+        span: tuple[int, int],
+        acknowledged: Acknowledged,
+        refused: SetAside,
+    ) -> _Outcome:
+        """Send events[start:end]; refused for good in a way one event can cause, send
+        each half in turn, down to the single events refused, which `refused` sets aside
+        (None: it will not, and the refusal is recorded as the destination's failure)."""
+        assert self.sink is not None
+        sink = self.sink
+        start, end = span
+        result = await self._attempt(sink.send(entries[start:end], events[start:end]))
+        if result is True:
+            moved = await acknowledged(start, end)
+            if moved is None:
+                return _Outcome.LOST
+            # Replayed meanwhile: this round ends, the next reads from the replayed cursor.
+            return _Outcome.DONE if moved else _Outcome.STOPPED
+        if result is False:
+            return _Outcome.STOPPED
+        if not sink.refuses_event(result):
+            await self._failed(row, result)
+            return _Outcome.STOPPED
+        if end - start > 1:
+            # Refused sends do not move the cursor, which would extend the lease.
+            async with self.pool.acquire() as conn:
+                if (
+                    await store.renew_lease(
+                        conn, self.worker_id, self.key, self.options.lease_seconds
+                    )
+                    is None
+                ):
+                    return _Outcome.LOST
+            middle = (start + end) // 2
+            for half in ((start, middle), (middle, end)):
+                outcome = await self._send_splitting(
+                    row, entries, events, half, acknowledged, refused
+                )
+                if outcome is not _Outcome.DONE:
+                    return outcome
+            return _Outcome.DONE
+        recorded = await refused(start, result)
+        if recorded is None:
+            limit = f"more events refused than are set aside (dead letters): {result}"
+            await self._failed(
+                row, SinkError(limit, retryable=False, status_code=result.status_code)
+            )
+            return _Outcome.STOPPED
+        return _Outcome.DONE if recorded else _Outcome.LOST
+
+    async def _set_aside(
+        self, row: store.DestinationRow, event: OutEvent, error: SinkError
+    ) -> bool | None:
+        """Put one refused event on the dead-letter list and move the cursor past it, with
+        its audit event, in one transaction; None when the list or the refusals in a row
+        are at their limit (the destination's problem), False when the lease is lost."""
+        message = scrub(str(error), self.sink.secret_values() if self.sink else [])
+        event_id = uuid.UUID(orjson.loads(event.payload)["id"])
+        async with self.pool.acquire() as conn, conn.transaction():
+            total, in_a_row = await letters.count_dead_letters(conn, self.key)
+            if total >= MAX_DEAD_LETTERS or in_a_row >= MAX_SET_ASIDE:
+                return None
+            moved = await store.record_delivery(
+                conn,
+                self.worker_id,
+                self.key,
+                row.generation,
+                (event.xid, event.seq),
+                False,
+                self.options.lease_seconds,
+                row.cursor_epoch,
+            )
+            if moved is None:
+                return False
+            if not moved:
+                # Replayed meanwhile: the replay sends this event again (and sets it
+                # aside then, if it is refused again); nothing to keep now.
+                return True
+            letter = letters.NewDeadLetter(
+                event_id, event.xid, event.seq, event.occurred_at, error.status_code, message
+            )
+            await letters.set_aside(conn, self.key, letter)
+            await self._audit_dead_letter(conn, row, event_id, error, retried=False)
+        log.warning("destination %s: event %s set aside: %s", row.id, event_id, message)
+        return True
+
+    async def _audit_dead_letter(
+        self,
+        conn: asyncpg.Connection,
+        row: store.DestinationRow,
+        event_id: uuid.UUID,
+        error: SinkError,
+        *,
+        retried: bool,
+    ) -> None:
+        # The receiver's answer stays on the list (owners and admins): it may quote the
+        # event or the receiver's internals, which every reader of the log would see.
+        await record_service_event(
+            self.service_events,
+            row.workspace_id,
+            "audit_log.stream.dead_lettered",
+            targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
+            metadata={
+                "kind": row.kind,
+                "eventId": str(event_id),
+                "statusCode": error.status_code,
+                "retried": retried,
+            },
+            conn=conn,
+        )
+
+    async def _retry_dead_letters(
+        self, row: store.DestinationRow, queued: list[letters.QueuedLetter]
+    ) -> bool:
+        """Send queued dead letters again (split like any batch): delivered ones leave the
+        list, refused ones stay, no longer queued; the cursor does not move."""
+        assert self.sink is not None
+        sink = self.sink
+        wanted = set(row.categories)
+        # Purged under the retention, or out of the destination's categories since.
+        gone = [q.event_id for q in queued if q.payload is None or q.category not in wanted]
+        if gone:
+            async with self.pool.acquire() as conn:
+                if not await letters.remove(conn, self.worker_id, self.key, gone):
+                    return False
+        sendable = [q for q in queued if q.payload is not None and q.category in wanted]
+        selected = [OutEvent(q.xid, q.seq, q.occurred_at, q.payload or "") for q in sendable]
+        entries = [sink.encode(e) for e in selected]
+
+        async def acknowledged(start: int, end: int) -> bool:
+            ids = [q.event_id for q in sendable[start:end]]
+            async with self.pool.acquire() as conn:
+                return await letters.remove(conn, self.worker_id, self.key, ids)
+
+        for start, end in plan_batches(entries, sink):
+            set_aside = 0
+
+            async def refused(index: int, error: SinkError) -> bool | None:
+                nonlocal set_aside
+                if set_aside >= MAX_SET_ASIDE:
+                    return None
+                set_aside += 1
+                event_id = sendable[index].event_id
+                message = scrub(str(error), sink.secret_values())
+                async with self.pool.acquire() as conn, conn.transaction():
+                    kept = await letters.refused_again(
+                        conn, self.worker_id, self.key, event_id, error.status_code, message
+                    )
+                    if kept:
+                        await self._audit_dead_letter(conn, row, event_id, error, retried=True)
+                return kept
+
+            outcome = await self._send_splitting(
+                row, entries, selected, (start, end), acknowledged, refused
+            )
+            if outcome is not _Outcome.DONE:
+                return outcome is _Outcome.STOPPED
         return True
 
     async def _deliver_checkpoint(

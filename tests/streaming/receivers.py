@@ -2,10 +2,11 @@
 
 A receiver records every request and can be told to fail its first requests,
 answer with a given status, hang (on every request, or on those whose body
-holds given bytes), hold such requests until told and then accept them, or
-take its time; it also records how many requests were in flight at once per
-path (one path per destination). HecReceiver is a strict Splunk HEC with
-indexer acknowledgement.
+holds given bytes), hold such requests until told and then accept them,
+refuse the requests whose body holds given bytes with a given status, or take
+its time; it also records how many requests were in flight at once per path
+(one path per destination). HecReceiver is a strict Splunk HEC with indexer
+acknowledgement.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Receiver:
     endless: bool = False  # answer 500 with a body that never ends
     delay: float = 0.0
     hold: bytes = b""  # a request whose body holds these bytes hangs until release(), then fails
+    # A request whose body holds one of these byte strings is refused with its status.
+    refuse: dict[bytes, int] = field(default_factory=dict)
+    refused: list[Received] = field(default_factory=list)
     holding: int = 0
     gate: bytes = b""  # a request whose body holds these bytes waits for open_gate(), then passes
     gated: int = 0
@@ -92,6 +96,10 @@ class Receiver:
             if self.gate and self.gate in body:
                 self.gated += 1
                 await self._opened.wait()
+            refusal = next((status for part, status in self.refuse.items() if part in body), 0)
+            if refusal:
+                self.refused.append(Received(path, dict(request.headers), body, time.time()))
+                return Response(f"refused: {len(body)} bytes", status_code=refusal)
             if self.endless:
                 return StreamingResponse(_garbage(), status_code=500)
             if self.delay:

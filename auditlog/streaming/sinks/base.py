@@ -21,6 +21,9 @@ import httpx
 from auditlog.streaming.netguard import Answer, DestinationRefused, GuardedClient
 
 HOSTNAME = socket.gethostname()
+# Statuses that can refuse one request's content for good; every other 4xx
+# (401, 403, 404, ...) is about the destination as a whole.
+EVENT_REFUSALS = frozenset({400, 413, 422})
 USER_AGENT = "auditlog-stream/1"
 
 
@@ -101,6 +104,12 @@ class Sink(ABC):
     @abstractmethod
     def secret_values(self) -> list[str]:
         """Credentials this sink holds: scrubbed from every error and log line."""
+
+    def refuses_event(self, error: SinkError) -> bool:
+        """Whether a permanent refusal may be about what the request carried (one event
+        too large or malformed for the receiver) rather than the destination itself:
+        delivery then splits the batch to find the refused events (docs/streaming.md)."""
+        return not error.retryable and error.status_code in EVENT_REFUSALS
 
     async def aclose(self) -> None:
         return None

@@ -162,6 +162,11 @@ class S3Sink(Sink):
         status: int = answer["ResponseMetadata"]["HTTPStatusCode"]
         return status
 
+    def refuses_event(self, error: SinkError) -> bool:
+        """An object store takes any bytes: its 400s (a malformed authorization header, a
+        wrong region, ...) are about the destination, never one event."""
+        return False
+
     def secret_values(self) -> list[str]:
         return [self.config.secret_access_key]
 

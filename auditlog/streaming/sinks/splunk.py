@@ -12,6 +12,7 @@ retryable SinkError, so delivery sends the batch again (at least once).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ CHANNEL_NAMESPACE = uuid.UUID("6f1d3c2a-5b7e-4f0a-9c3d-2e8b1a4f7c60")
 ACK_POLL_FIRST = 0.2
 ACK_POLL_GROWTH = 1.5
 ACK_POLL_MAX = 2.0
+ACK_POLL_REFUSED = "indexer acknowledgement poll"
+# HEC error codes of a 400 that no single event causes: incorrect index, data channel
+# missing or invalid, acknowledgement disabled.
+DESTINATION_CODES = frozenset({7, 10, 11, 14})
 
 
 def channel_of(destination_id: uuid.UUID) -> str:
@@ -128,7 +133,7 @@ class SplunkHecSink(Sink):
             except SinkError as exc:
                 if not exc.retryable:  # e.g. 400 "ACK is disabled": no poll will succeed
                     raise SinkError(
-                        f"indexer acknowledgement poll: {exc}",
+                        f"{ACK_POLL_REFUSED}: {exc}",
                         retryable=False,
                         status_code=exc.status_code,
                     ) from None
@@ -143,6 +148,16 @@ class SplunkHecSink(Sink):
                     retryable=True,
                 )
             interval = min(interval * ACK_POLL_GROWTH, ACK_POLL_MAX)
+
+    def refuses_event(self, error: SinkError) -> bool:
+        """HEC answers 400 for a bad index or channel and a disabled acknowledgement too:
+        those codes, and an acknowledgement poll's refusal, are the destination's."""
+        if str(error).startswith(ACK_POLL_REFUSED):
+            return False
+        code = re.search(r'"code":\s*(\d+)', str(error))
+        if code is not None and int(code.group(1)) in DESTINATION_CODES:
+            return False
+        return super().refuses_event(error)
 
     def secret_values(self) -> list[str]:
         return [self.token]
