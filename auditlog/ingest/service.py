@@ -4,7 +4,9 @@ transaction, or refused whole with every error named.
 Policy: all or nothing. Idempotent on (workspace, id): an id already stored,
 or repeated inside the batch, is reported as a duplicate and stored once.
 After commit, each touched workspace's channel is notified; the notification
-carries no event (the database is the only truth: docs/architecture.md).
+carries no event (the database is the only truth: docs/architecture.md), and
+it is only queued: the bus publishes it in the background, so a slow or absent
+Redis never delays an ingest answer.
 """
 
 from __future__ import annotations
@@ -196,7 +198,8 @@ class Ingestor:
         return result
 
     async def notify_committed(self, result: IngestResult) -> None:
-        """Ring the live tails of the workspaces that got committed events."""
+        """Ring the live tails of the workspaces that got committed events (queued on
+        the bus: returns at once, whatever state Redis is in)."""
         if result.workspaces and self._notify is not None:
             try:
                 await self._notify(set(result.workspaces))
