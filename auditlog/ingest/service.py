@@ -29,6 +29,7 @@ from auditlog.ingest.canonical import canonical_json, float_for_orjson, format_t
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
 from auditlog.storage import events as event_store
+from auditlog.storage.database import discard_if_broken
 from auditlog.storage.events import IPAddress
 from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
 
@@ -193,7 +194,11 @@ class Ingestor:
         if self._pool is None:
             raise RuntimeError("this Ingestor appends only on a caller's connection")
         async with self._pool.acquire() as own:
-            result = await self._append_on(own, events, scope_workspace, now)
+            try:
+                result = await self._append_on(own, events, scope_workspace, now)
+            except Exception as exc:
+                discard_if_broken(own, exc)
+                raise
         await self.notify_committed(result)
         return result
 

@@ -24,6 +24,10 @@ Policy:
   the same retries and failure state as a batch, whatever the categories.
   Its cursor and time move only after the sink acknowledged, like the events'.
 - Every write is fenced by the lease: a worker that lost it stops.
+- The database down (restarting, unreachable): the round is retried every
+  `poll_seconds` from the cursor in the database (a batch sent but not yet
+  recorded is sent again: at least once), logged once per outage. A lease that
+  expired meanwhile stops the delivery as any lost lease does.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import asyncpg
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.storage import streams as store
+from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
@@ -138,11 +143,12 @@ class DestinationDelivery:
         self.sink: Sink | None = None
         self.generation = 0
         self.rng = random.Random()
+        self.database_down = False  # logged once per outage
 
     async def run(self) -> None:
         try:
             with self._doorbell() as wake:
-                while await self._step(wake):
+                while await self._step_retrying(wake):
                     pass
         finally:
             if self.sink is not None:
@@ -180,6 +186,26 @@ class DestinationDelivery:
         )
         self.generation = row.generation
         return True
+
+    async def _step_retrying(self, wake: asyncio.Event) -> bool:
+        """One round, or a pause when the database is unavailable."""
+        try:
+            proceed = await self._step(wake)
+        except DATABASE_UNAVAILABLE as exc:
+            if not self.database_down:
+                self.database_down = True
+                log.warning(
+                    "destination %s: database unavailable (%s); retrying every %g s",
+                    self.key.id,
+                    exc,
+                    self.options.poll_seconds,
+                )
+            await asyncio.sleep(self.options.poll_seconds)
+            return True
+        if self.database_down:
+            self.database_down = False
+            log.info("destination %s: database available again", self.key.id)
+        return proceed
 
     async def _step(self, wake: asyncio.Event) -> bool:
         """One round; False when this worker must stop delivering the destination."""
