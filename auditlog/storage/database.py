@@ -184,10 +184,9 @@ def discard_if_broken(conn: asyncpg.Connection, exc: BaseException) -> None:
     """Close a pooled connection that failed with the database unavailable, so the
     pool opens a new one: asyncpg may otherwise hand a session the server ended
     to the next acquirer before it has seen the socket close."""
-    broken = isinstance(exc, DATABASE_UNAVAILABLE) and not isinstance(
-        exc, asyncpg.QueryCanceledError  # a statement timeout leaves the session sound
-    )
-    if broken and not conn.is_closed():
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return  # a statement timeout leaves the session sound
+    if isinstance(exc, DATABASE_UNAVAILABLE) and not conn.is_closed():
         conn.terminate()
 
 

@@ -147,6 +147,9 @@ class LiveBus:
         try:
             await asyncio.wait_for(self._publish(batch), self.publish_timeout)
         except asyncio.CancelledError:
+            # Stopped mid-publish (disconnect): queued again, for its final flush.
+            for item in batch:
+                self._pending.setdefault(item)
             raise
         except Exception as exc:
             self._drop(len(batch), f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc))
