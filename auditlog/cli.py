@@ -23,6 +23,10 @@ from auditlog.storage.database import owner_connection, resolve_database_url
 
 log = logging.getLogger("auditlog")
 
+# On SIGTERM, requests in flight get this long to finish; the lifespan shutdown (a
+# second or two) follows, so `serve` exits within 10 s (auditlog/server.py).
+SHUTDOWN_GRACE_SECONDS = 6.0
+
 
 def _run_with_services(
     settings: Settings, action: Callable[[Services], Awaitable[int]], pool_size: int = 2
@@ -160,6 +164,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.app import create_app
     from auditlog.integrity.keys import load_signer
     from auditlog.metrics import prepare_multiprocess
+    from auditlog.server import uvicorn_options
 
     # A bad signing key stops the start here, with one line naming it, before any server.
     load_signer(settings.with_secret_key())
@@ -176,18 +181,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn re-raises the SIGTERM it handled once shutdown is complete; turning
     # that into a normal exit lets atexit stop the embedded PostgreSQL.
     signal.signal(signal.SIGTERM, _exit_normally)
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": args.log_level,
-        "ws": "websockets-sansio",
-        # Compression is per connection: with it on, every live tail event is
-        # deflated once per subscriber (a quarter of the server's CPU with 1,000
-        # subscribers, docs/benchmarks.md). Off unless asked for.
-        "ws_per_message_deflate": args.ws_deflate,
-        # Each process of --workers N configures its logging from this, as this one did.
-        "log_config": log_config(log_format_from_env(), args.log_level.upper()),
-    }
+    # Graceful shutdown on SIGTERM: websockets closed with 1001, requests finished.
+    options = uvicorn_options(
+        args.host,
+        args.port,
+        args.log_level,
+        ws_deflate=args.ws_deflate,
+        shutdown_grace=args.shutdown_grace,
+    )
+    # Each process of --workers N configures its logging from this, as this one did.
+    options["log_config"] = log_config(log_format_from_env(), args.log_level.upper())
     # Before any worker process imports prometheus-client (they inherit the variable).
     prepare_multiprocess(workers=args.workers)
     if args.workers == 1:
@@ -309,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="accept websocket compression (permessage-deflate): less bandwidth for "
         "live tail subscribers, one compression per subscriber per event",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=SHUTDOWN_GRACE_SECONDS,
+        help="on SIGTERM, seconds requests in flight get to finish before they are cancelled",
     )
     serve.set_defaults(handler=cmd_serve)
 

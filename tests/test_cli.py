@@ -108,7 +108,8 @@ def test_cli_refusals_are_clear(cli: Cli) -> None:
 
 async def test_health_endpoints(http: httpx.AsyncClient) -> None:
     assert (await http.get("/healthz")).json() == {"status": "ok"}
-    assert (await http.get("/readyz")).json() == {"status": "ready"}
+    # The session's service has no REDIS_URL: its bus is in-process.
+    assert (await http.get("/readyz")).json() == {"status": "ready", "bus": "memory"}
 
 
 def test_demo_events_cover_every_category() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,9 +64,28 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.kill()
+            self.proc.kill()  # a frozen process is killed too
             self.proc.wait()
             self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted (by the kernel), nothing answers."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def channel_subscribers(self, channel: str) -> int:
+        """PUBSUB NUMSUB: how many connections listen on a channel now."""
+        out = subprocess.run(
+            ["redis-cli", "-p", str(self.port), "pubsub", "numsub", channel],
+            capture_output=True,
+            check=True,
+            timeout=5,
+        ).stdout.split()
+        return int(out[1]) if len(out) > 1 else 0
 
 
 @pytest.fixture

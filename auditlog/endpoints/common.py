@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from auditlog.auth import Principal, authenticate
 from auditlog.runtime import Services
+from auditlog.storage.database import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +43,7 @@ async def principal_of(conn: HTTPConnection) -> Principal:
     return await authenticate(services.pool, conn.headers.get("authorization"), services.sessions)
 
 
-# The database is unreachable, restarting, out of connections, or a statement
-# ran past statement_timeout: retrying later can succeed, so never a 500.
-DATABASE_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.QueryCanceledError,
-    asyncpg.InterfaceError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
+# What to answer when the database is unavailable (DATABASE_UNAVAILABLE).
 RETRY_AFTER_SECONDS = 5
 
 

@@ -4,7 +4,9 @@ transaction, or refused whole with every error named.
 Policy: all or nothing. Idempotent on (workspace, id): an id already stored,
 or repeated inside the batch, is reported as a duplicate and stored once.
 After commit, each touched workspace's channel is notified; the notification
-carries no event (the database is the only truth: docs/architecture.md).
+carries no event (the database is the only truth: docs/architecture.md), and
+it is only queued: the bus publishes it in the background, so a slow or absent
+Redis never delays an ingest answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from auditlog.ingest.canonical import canonical_json, float_for_orjson, format_t
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
 from auditlog.storage import events as event_store
+from auditlog.storage.database import discard_if_broken
 from auditlog.storage.events import IPAddress
 from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
 
@@ -191,12 +194,17 @@ class Ingestor:
         if self._pool is None:
             raise RuntimeError("this Ingestor appends only on a caller's connection")
         async with self._pool.acquire() as own:
-            result = await self._append_on(own, events, scope_workspace, now)
+            try:
+                result = await self._append_on(own, events, scope_workspace, now)
+            except Exception as exc:
+                discard_if_broken(own, exc)
+                raise
         await self.notify_committed(result)
         return result
 
     async def notify_committed(self, result: IngestResult) -> None:
-        """Ring the live tails of the workspaces that got committed events."""
+        """Ring the live tails of the workspaces that got committed events (queued on
+        the bus: returns at once, whatever state Redis is in)."""
         if result.workspaces and self._notify is not None:
             try:
                 await self._notify(set(result.workspaces))

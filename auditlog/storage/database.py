@@ -152,8 +152,42 @@ async def acquire_with_plans(pool: asyncpg.Pool, mode: str) -> AsyncIterator[asy
         _plans_wanted.reset(token)
     try:
         yield conn
+    except Exception as exc:
+        discard_if_broken(conn, exc)
+        raise
     finally:
         await pool.release(conn)
+
+
+# The database is unreachable, restarting (a fast or immediate shutdown ends every
+# session with 57P01 or 57P02), out of connections, or a statement ran past
+# statement_timeout: retrying later can succeed (a 503 for a request, a pause for
+# a background loop), never a 500. InternalClientError: asyncpg's state after the
+# server ended a session mid-statement ("cannot switch to state ..."), until it
+# notices the socket closed.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.QueryCanceledError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def discard_if_broken(conn: asyncpg.Connection, exc: BaseException) -> None:
+    """Close a pooled connection that failed with the database unavailable, so the
+    pool opens a new one: asyncpg may otherwise hand a session the server ended
+    to the next acquirer before it has seen the socket close."""
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return  # a statement timeout leaves the session sound
+    if isinstance(exc, DATABASE_UNAVAILABLE) and not conn.is_closed():
+        conn.terminate()
 
 
 async def create_pool(

@@ -41,6 +41,10 @@ Policy:
 - A replay moves the cursor back under a running worker: the cursor advance of
   a batch read before it moves nothing (the epoch fence), and the next round
   reads from the replayed cursor, in order.
+- The database down (restarting, unreachable): the round is retried every
+  `poll_seconds` from the cursor in the database (a batch sent but not yet
+  recorded is sent again: at least once), logged once per outage. A lease that
+  expired meanwhile stops the delivery as any lost lease does.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from auditlog.metrics import count_delivered, count_delivery_failed
 from auditlog.ocsf import ocsf_json
 from auditlog.storage import dead_letters as letters
 from auditlog.storage import streams as store
+from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
 from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
@@ -192,11 +197,12 @@ class DestinationDelivery:
         # Writes its audit_log.stream.dead_lettered events on its own connections;
         # other readers find them by polling, as the retention's.
         self.service_events = Ingestor(None, GeoIP(None, quiet=True))
+        self.database_down = False  # logged once per outage
 
     async def run(self) -> None:
         try:
             with self._doorbell() as wake:
-                while await self._step(wake):
+                while await self._step_retrying(wake):
                     pass
         finally:
             if self.sink is not None:
@@ -238,6 +244,26 @@ class DestinationDelivery:
         )
         self.generation = row.generation
         return True
+
+    async def _step_retrying(self, wake: asyncio.Event) -> bool:
+        """One round, or a pause when the database is unavailable."""
+        try:
+            proceed = await self._step(wake)
+        except DATABASE_UNAVAILABLE as exc:
+            if not self.database_down:
+                self.database_down = True
+                log.warning(
+                    "destination %s: database unavailable (%s); retrying every %g s",
+                    self.key.id,
+                    exc,
+                    self.options.poll_seconds,
+                )
+            await asyncio.sleep(self.options.poll_seconds)
+            return True
+        if self.database_down:
+            self.database_down = False
+            log.info("destination %s: database available again", self.key.id)
+        return proceed
 
     async def _step(self, wake: asyncio.Event) -> bool:
         """One round; False when this worker must stop delivering the destination."""

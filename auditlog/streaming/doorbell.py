@@ -8,6 +8,10 @@ not come back in time (or any bus call fails) it throws the Broadcast away,
 opens a new one, subscribes every channel again and rings every doorbell, so
 each tail reads what it may have missed from PostgreSQL. Nothing is lost
 meanwhile: tails poll the database on their own, the bus only makes them fast.
+
+Every bus call is bounded in time (a frozen Redis accepts connections and never
+answers), reconnecting backs off up to `RETRY_DELAY_MAX`, and an outage is
+logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from auditlog.streaming.bus import LiveBus, channel_for
 log = logging.getLogger(__name__)
 
 Ring = Callable[[str], None]
+RETRY_DELAY_MAX = 5.0
 
 
 class BusDown(Exception):
@@ -41,13 +46,13 @@ class DoorbellListener:
         heartbeat_interval: float = 2.0,
         heartbeat_timeout: float = 15.0,
         retry_delay: float = 0.5,
+        connect_timeout: float = 5.0,
         channel: Callable[[str], str] = channel_for,
     ) -> None:
         self.bus = bus
         self._channel = channel  # the bus channel of a watched name
-        # In-process fan-out only reaches subscribers of the same Broadcast object.
-        self._shared = not bus.url.startswith(("redis://", "rediss://"))
         self._ring = ring
+        self._connect_timeout = connect_timeout
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._retry_delay = retry_delay
@@ -58,6 +63,14 @@ class DoorbellListener:
         self._last_beat = 0.0
         self._task: asyncio.Task[None] | None = None
         self.connections = 0  # how many times a bus connection was opened (tests, logs)
+        self._down_since: float | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether doorbells arrive now: connected, and the last heartbeat is recent."""
+        if self._broadcast is None:
+            return False
+        return time.monotonic() - self._last_beat <= self._heartbeat_timeout
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="live-doorbells")
@@ -94,23 +107,38 @@ class DoorbellListener:
                     self._ring(workspace_id)
 
     async def _run(self) -> None:
+        delay = self._retry_delay
         while True:
+            connections = self.connections
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("live bus lost (%s); reconnecting", exc)
-            await asyncio.sleep(self._retry_delay)
+                if self.connections > connections:
+                    delay = self._retry_delay  # it was up: try again soon
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning(
+                        "live bus unreachable (%s); reconnecting, polling the database meanwhile",
+                        f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc),
+                    )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_DELAY_MAX)
 
     async def _session(self) -> None:
-        broadcast = self.bus.broadcast if self._shared else Broadcast(self.bus.url)
+        shared = self.bus.broadcast
+        broadcast = shared if shared is not None else Broadcast(self.bus.url)
         beats: list[asyncio.Task[None]] = []
         try:
-            if not self._shared:
-                await broadcast.connect()
+            if shared is None:
+                # Bounded: a frozen Redis accepts the connection and never answers.
+                await asyncio.wait_for(broadcast.connect(), self._connect_timeout)
             self._broadcast = broadcast
             self.connections += 1
+            if self._down_since is not None:
+                log.info("live bus reconnected after %.1f s", time.monotonic() - self._down_since)
+                self._down_since = None
             beats.append(asyncio.get_running_loop().create_task(self._receive_beats(broadcast)))
             for workspace_id in sorted(self._workspaces):
                 self._listen(workspace_id)
@@ -121,8 +149,9 @@ class DoorbellListener:
             tasks = beats + list(self._channel_tasks.values())
             self._channel_tasks.clear()
             await _cancel_all(tasks)  # before closing: their unsubscribe would reconnect
-            if not self._shared:
-                await _close(broadcast)
+            if shared is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_close(broadcast), self._connect_timeout)
 
     async def _receive_beats(self, broadcast: Broadcast) -> None:
         with contextlib.suppress(Exception):
@@ -134,10 +163,14 @@ class DoorbellListener:
     async def _beat(self, broadcast: Broadcast) -> None:
         self._last_beat = time.monotonic()
         while True:
-            await broadcast.publish(self._heartbeat_channel, "beat")
+            await asyncio.wait_for(
+                broadcast.publish(self._heartbeat_channel, "beat"), self._heartbeat_timeout
+            )
             await asyncio.sleep(self._heartbeat_interval)
             if time.monotonic() - self._last_beat > self._heartbeat_timeout:
                 raise BusDown("heartbeat not received")
+            if _listener_died(broadcast):
+                raise BusDown("subscription connection lost")
 
 
 class WakeEvents:
@@ -177,6 +210,15 @@ class WakeEvents:
             if not events:
                 del self._events[workspace_id]
                 self.listener.unwatch(workspace_id)
+
+
+def _listener_died(broadcast: Broadcast) -> bool:
+    """Whether broadcaster's Redis reader ended (it dies quietly with its connection):
+    no doorbell can arrive any more, so reconnect now rather than at the heartbeat
+    timeout."""
+    backend = getattr(broadcast, "_backend", None)
+    listener = getattr(backend, "_listener", None)
+    return isinstance(listener, asyncio.Task) and listener.done()
 
 
 async def _close(broadcast: Broadcast) -> None:

@@ -15,6 +15,9 @@ Policy:
   the database, then live, with no gap and no duplicate (positions only grow).
 - Retention: events older than the workspace's retention are never delivered.
 - The tail stops when its last subscriber leaves; leaving always cleans up.
+- The database down (restarting, unreachable): reads are retried every poll,
+  positions move only after a read, so subscribers resume where they were,
+  with no gap; the outage is logged once per tail, not once per poll.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from auditlog.metrics import count_live_deliveries
+from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.events import EventFilter, read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
@@ -92,6 +96,26 @@ class WorkspaceTail:
         self._workspace: WorkspaceRow | None = None
         self._workspace_read_at = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.database_down = False  # logged once per outage
+
+    def read_failed(self, what: str, exc: Exception) -> None:
+        """Log a failed read: once per outage when the database is unavailable."""
+        if not isinstance(exc, DATABASE_UNAVAILABLE):
+            log.error("live tail of %s could not %s", self.workspace_id, what, exc_info=exc)
+        elif not self.database_down:
+            self.database_down = True
+            log.warning(
+                "live tail of %s could not %s: database unavailable (%s); retrying every %g s",
+                self.workspace_id,
+                what,
+                exc,
+                self.hub.poll_interval,
+            )
+
+    def read_succeeded(self) -> None:
+        if self.database_down:
+            self.database_down = False
+            log.info("live tail of %s reads the database again", self.workspace_id)
 
     async def retention_start(self, conn: asyncpg.Connection) -> datetime | None:
         """The oldest occurred_at still deliverable (the plan may change: re-read now and then)."""
@@ -113,8 +137,9 @@ class WorkspaceTail:
                 async with self.hub.pool.acquire() as conn:
                     self.position = await read_safe_watermark(conn)
                 self.ready.set()
-            except Exception:
-                log.exception("live tail of %s could not start", self.workspace_id)
+                self.read_succeeded()
+            except Exception as exc:
+                self.read_failed("start", exc)
                 await asyncio.sleep(self.hub.poll_interval)
         while True:
             with contextlib.suppress(TimeoutError):
@@ -122,8 +147,9 @@ class WorkspaceTail:
             self.doorbell.clear()
             try:
                 await self._read_new()
-            except Exception:
-                log.exception("live tail of %s could not read", self.workspace_id)
+                self.read_succeeded()
+            except Exception as exc:
+                self.read_failed("read", exc)
 
     async def _read_after(self, position: Position) -> tuple[list[LiveEvent], datetime | None]:
         """The next batch of final events after `position`, and the retention it applied."""
@@ -287,7 +313,14 @@ class LiveHub:
                 if sub.queue:
                     yield sub.queue.popleft()
                 elif not sub.live:
-                    for delivery in await tail.catch_up(sub):
+                    try:
+                        deliveries = await tail.catch_up(sub)
+                    except DATABASE_UNAVAILABLE as exc:
+                        # Kept open: it resumes from its position once the database is back.
+                        tail.read_failed("catch up", exc)
+                        await asyncio.sleep(self.poll_interval)
+                        continue
+                    for delivery in deliveries:
                         yield delivery
                 else:
                     sub.wakeup.clear()

@@ -12,6 +12,9 @@ Policy:
   (every write is fenced by the lease), so a destination is never sent by
   two workers at the same time.
 - Each destination has its own task: one that hangs or fails never slows another.
+- The database down: balancing is retried every second (logged once per
+  outage); a lease that could not be handed back is handed back later, since
+  this worker never claims one it held itself.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import asyncpg
 
 from auditlog.config import Settings
 from auditlog.storage import streams as store
+from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.credentials import CredentialBox
 from auditlog.streaming.delivery import DeliveryOptions, DestinationDelivery
@@ -63,6 +67,8 @@ class StreamWorker:
         self.policy = NetworkPolicy(settings.allow_private_destinations)
         self.tasks: dict[store.DestinationKey, asyncio.Task[None]] = {}
         self.doorbells = WakeEvents(bus) if bus is not None else None
+        self.unreleased: set[store.DestinationKey] = set()  # leases to hand back
+        self.database_down = False  # logged once per outage
 
     async def run(self, stop: asyncio.Event) -> None:
         log.info("stream worker %s started", self.worker_id)
@@ -72,6 +78,17 @@ class StreamWorker:
             while not stop.is_set():
                 try:
                     await self.balance()
+                    if self.database_down:
+                        self.database_down = False
+                        log.info("stream worker %s: database available again", self.worker_id)
+                except DATABASE_UNAVAILABLE as exc:
+                    if not self.database_down:
+                        self.database_down = True
+                        log.warning(
+                            "stream worker %s: database unavailable (%s); retrying",
+                            self.worker_id,
+                            exc,
+                        )
                 except Exception:  # a background loop outlives any one failure
                     log.exception("stream worker %s: balancing failed; retrying", self.worker_id)
                 with suppress(TimeoutError):
@@ -111,20 +128,26 @@ class StreamWorker:
             if not task.done():
                 continue
             del self.tasks[key]
+            self.unreleased.add(key)
             if not task.cancelled() and task.exception() is not None:
                 log.error(
                     "delivery of destination %s stopped on an error",
                     key.id,
                     exc_info=task.exception(),
                 )
-            await self._release(key)
+        for key in list(self.unreleased):
+            if key not in self.tasks:
+                await self._release(key)
+            self.unreleased.discard(key)
 
     async def _stop(self, key: store.DestinationKey) -> None:
         task = self.tasks.pop(key)
         task.cancel()
         with suppress(asyncio.CancelledError, Exception):
             await task
+        self.unreleased.add(key)
         await self._release(key)
+        self.unreleased.discard(key)
 
     async def _release(self, key: store.DestinationKey) -> None:
         async with self.pool.acquire() as conn:
@@ -132,9 +155,9 @@ class StreamWorker:
 
     async def _shutdown(self) -> None:
         for key in list(self.tasks):
-            with suppress(OSError, asyncpg.PostgresError):
+            with suppress(asyncpg.PostgresError, *DATABASE_UNAVAILABLE):
                 await self._stop(key)
-        with suppress(OSError, asyncpg.PostgresError):
+        with suppress(asyncpg.PostgresError, *DATABASE_UNAVAILABLE):
             async with self.pool.acquire() as conn:
                 await store.remove_worker(conn, self.worker_id)
 
