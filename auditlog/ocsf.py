@@ -159,6 +159,8 @@ MAPPING: tuple[Mapping, ...] = (
     Mapping("audit_log.api_key.created", _ENT, 1),
     Mapping("audit_log.api_key.revoked", _ENT, 9),
     Mapping("audit_log.stream.replayed", _ENT, 99, other_name="Replay"),
+    Mapping("audit_log.stream.dead_lettered", _ENT, 3),
+    Mapping("audit_log.stream.dead_letters_retried", _ENT, 3),
     Mapping("audit_log.retention.purged", _ENT, 4),
     Mapping("audit_log.retention.hold_placed", _ENT, 1),
     Mapping("audit_log.retention.hold_released", _ENT, 4),
