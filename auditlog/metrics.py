@@ -41,6 +41,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from auditlog.aio import cancel_and_wait
 from auditlog.storage.metrics import DatabaseGauges, read_database_gauges
 
 if TYPE_CHECKING:
@@ -218,9 +219,7 @@ async def process_metrics(services: Services) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         folder = os.environ.get(MULTIPROC_ENV)
         if folder:
             multiprocess.mark_process_dead(os.getpid(), folder)  # type: ignore[no-untyped-call]

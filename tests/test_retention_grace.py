@@ -307,7 +307,6 @@ async def test_the_bound_is_the_longest_retention_in_force_during_the_window(
     await set_grace(owner, None)
 
 
-@pytest.mark.skip(reason="hangs since the last merges: a CLI step waits over 120 s")
 async def test_a_legal_hold_stops_every_purge_until_released(
     services: Services, http: httpx.AsyncClient, data_dir: Path, owner: asyncpg.Connection
 ) -> None:

@@ -11,6 +11,8 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from auditlog.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,4 @@ async def every(
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

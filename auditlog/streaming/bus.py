@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from auditlog.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 REVOCATIONS_CHANNEL = "auditlog:api-key-revoked"
@@ -88,9 +90,7 @@ class LiveBus:
     async def disconnect(self) -> None:
         """Publish what is queued (bounded by the timeout), then close."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
             if self._pending:
                 await self._publish_pending()  # e.g. the notice of `auditlog keys revoke`

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 
 from broadcaster import Broadcast
 
+from auditlog.aio import cancel_and_wait
 from auditlog.streaming.bus import LiveBus, channel_for
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ class DoorbellListener:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def watch(self, workspace_id: str) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from auditlog.aio import cancel_and_wait
 from auditlog.metrics import count_live_deliveries
 from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.events import EventFilter, read_safe_watermark
@@ -263,9 +264,8 @@ class LiveHub:
         self.tails.pop(tail.workspace_id, None)
         self.doorbells.unwatch(tail.workspace_id)
         if tail.task is not None:
-            tail.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await tail.task
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(tail.task)
 
     def subscriber_count(self) -> int:
         return sum(len(t.subscribers) for t in self.tails.values())

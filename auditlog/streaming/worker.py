@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager, suppress
 
 import asyncpg
 
+from auditlog.aio import cancel_and_wait
 from auditlog.config import Settings
 from auditlog.storage import streams as store
 from auditlog.storage.database import DATABASE_UNAVAILABLE
@@ -142,9 +143,8 @@ class StreamWorker:
 
     async def _stop(self, key: store.DestinationKey) -> None:
         task = self.tasks.pop(key)
-        task.cancel()
-        with suppress(asyncio.CancelledError, Exception):
-            await task
+        with suppress(Exception):
+            await cancel_and_wait(task)
         self.unreleased.add(key)
         await self._release(key)
         self.unreleased.discard(key)
