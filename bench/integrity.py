@@ -217,12 +217,14 @@ async def seal_backlog(url: str) -> tuple[int, float, float]:
         backend = conn.get_server_pid()
         cpu = time.process_time() + process_cpu(backend)
         started = time.perf_counter()
-        results = await integrity_service.seal_all(conn, signer())
+        sealed = await integrity_service.seal_all(conn, signer())
         seconds = time.perf_counter() - started
         cpu = time.process_time() + process_cpu(backend) - cpu
     finally:
         await conn.close()
-    return sum(r.leaves_added for r in results), seconds, cpu
+    if sealed.failed:
+        raise RuntimeError(f"sealing failed: {sealed.failed}")
+    return sealed.leaves_added, seconds, cpu
 
 
 async def unsealed_events(url: str) -> int:
