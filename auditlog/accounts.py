@@ -11,11 +11,11 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.auth import ROLES, hash_secret, new_key_material
+from auditlog.auth import hash_secret, new_key_material
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.ingest.canonical import format_timestamp
 from auditlog.ingest.service import Ingestor, IngestResult
 from auditlog.ingest.service_events import record_service_event
+from auditlog.model import Plan, Role, format_timestamp
 from auditlog.storage import keys as key_store
 from auditlog.storage import retention as retention_store
 from auditlog.storage import workspaces as ws_store
@@ -33,13 +33,14 @@ class CreatedKey:
     role: str
 
 
-def plan_retention(plan: str, retention_days: int | None) -> tuple[str, int | None]:
+def plan_retention(name: str, retention_days: int | None) -> tuple[Plan, int | None]:
     """Validate a plan and custom retention: custom days are for ENTERPRISE only."""
-    plan = plan.upper()
-    if plan not in ws_store.PLANS:
-        raise BadInputError("plan", "must be early_access, professional or enterprise")
+    try:
+        plan = Plan(name.upper())
+    except ValueError:
+        raise BadInputError("plan", "must be early_access, professional or enterprise") from None
     if retention_days is not None:
-        if plan != "ENTERPRISE":
+        if plan != Plan.ENTERPRISE:
             raise BadInputError(
                 "retention-days", "a custom retention is available on the enterprise plan only"
             )
@@ -188,9 +189,9 @@ async def create_key(
     actor: dict[str, Any] | None = None,
 ) -> CreatedKey:
     """Create a key (platform keys: workspace_id None, role ingest); the secret is shown once."""
-    if role not in ROLES:
+    if role not in tuple(Role):
         raise BadInputError("role", "must be owner, admin, member or ingest")
-    if workspace_id is None and role != "ingest":
+    if workspace_id is None and role != Role.INGEST:
         raise BadInputError("role", "a platform key can only be an ingest key")
     key_id, secret, token = new_key_material()
     # The key and its audit event commit together, or neither does.

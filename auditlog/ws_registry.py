@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import asyncpg
 
-from auditlog.auth import EXPIRED_SESSION, REVOKED_KEY, Principal
+from auditlog.auth import EXPIRED_SESSION, REVOKED_KEY
+from auditlog.model import Principal
 from auditlog.storage.database import EITHER_PLANS, acquire_with_plans
 from auditlog.storage.keys import read_valid_key_ids
 from auditlog.streaming.bus import REVOCATIONS_CHANNEL, LiveBus

@@ -35,8 +35,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from auditlog import accounts
-from auditlog.auth import Principal
 from auditlog.config import Settings
+from auditlog.model import Principal
 from auditlog.runtime import open_services
 from auditlog.storage.events import read_events_since
 from auditlog.streaming.config import WebhookConfig

@@ -21,14 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from auditlog.auth import Principal
 from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
-from auditlog.ingest.service import uuid7
 from auditlog.ingest.service_events import record_service_event
+from auditlog.model import EventFilter, Principal, uuid7
 from auditlog.runtime import Services
 from auditlog.storage import exports as export_store
-from auditlog.storage.events import EventFilter
 from auditlog.storage.workspaces import read_workspace
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,6 @@ Redis never delays an ingest answer.
 from __future__ import annotations
 
 import logging
-import os
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,12 +22,12 @@ import asyncpg
 
 from auditlog.catalog import LOGIN_ACTIONS
 from auditlog.errors import BatchRejected, FieldError
-from auditlog.ingest.canonical import canonical_json, float_for_orjson, format_timestamp
+from auditlog.ingest.canonical import canonical_json, float_for_orjson
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
+from auditlog.model import IPAddress, format_timestamp, uuid7
 from auditlog.storage import events as event_store
 from auditlog.storage.database import discard_if_broken
-from auditlog.storage.events import IPAddress
 from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
 
 log = logging.getLogger(__name__)
@@ -45,18 +42,6 @@ class IngestResult:
     ids: list[str]
     # Workspaces that got new events: their live tails are rung after commit.
     workspaces: frozenset[str] = frozenset()
-
-
-def uuid7(now_ms: int | None = None) -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7) for events sent without an id."""
-    ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
 
 
 @lru_cache(maxsize=65536)

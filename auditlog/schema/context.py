@@ -11,8 +11,8 @@ from typing import Any
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info as StrawberryInfo
 
-from auditlog.auth import Principal
 from auditlog.errors import AuthError
+from auditlog.model import Principal
 from auditlog.runtime import Services
 
 

@@ -8,7 +8,6 @@ commits late is never skipped (docs/architecture.md).
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,15 +17,13 @@ from typing import NamedTuple
 
 import asyncpg
 
+from auditlog.model import EventFilter, IPAddress
 from auditlog.storage.database import (
     CUSTOM_PLANS,
     GENERIC_PLANS,
     acquire_with_plans,
     plan_mode_of,
 )
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The safe watermark: the oldest transaction still running in the statement's
 # snapshot that could have written to this database. pg_snapshot_xmin alone is
@@ -92,20 +89,6 @@ class StoredEvent:
     seq: int
     xid: int
     payload: str
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """A validated filter; the workspace always comes from the caller's principal."""
-
-    occurred_from: datetime | None = None
-    occurred_to: datetime | None = None
-    actor_email: str | None = None  # lower-cased
-    actor_id: str | None = None
-    categories: list[str] | None = None
-    actions: list[str] | None = None  # expanded from patterns, exact names only
-    ip_network: IPNetwork | None = None
-    target_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.storage.events import EventFilter, TimePosition, _filter_sql
+from auditlog.model import EventFilter
+from auditlog.storage.events import TimePosition, _filter_sql
 
 _COLUMNS = """workspace_id, id, format, filter, criteria, snapshot::text AS snapshot,
     retention_start, row_count, part_size, part_ends_at, part_ends_seq, created_by,

@@ -14,7 +14,8 @@ from datetime import datetime
 
 import asyncpg
 
-from auditlog.storage.events import INGEST_ORDER_AFTER, IPAddress
+from auditlog.model import IPAddress
+from auditlog.storage.events import INGEST_ORDER_AFTER
 
 Position = tuple[int, int]  # (xid, seq): a place in ingest order
 

@@ -18,13 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.auth import Principal
-from auditlog.catalog import Category
 from auditlog.config import Settings
 from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
-from auditlog.ingest.canonical import canonical_json, format_timestamp
-from auditlog.ingest.service import Ingestor, uuid7
+from auditlog.ingest.canonical import canonical_json
+from auditlog.ingest.service import Ingestor
 from auditlog.ingest.service_events import record_service_event
+from auditlog.model import Category, Principal, format_timestamp, uuid7
 from auditlog.storage import streams as store
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.workspaces import read_workspace

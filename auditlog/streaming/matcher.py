@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from auditlog.storage.events import EventFilter
+from auditlog.model import EventFilter
 from auditlog.storage.live import LiveEvent
 
 

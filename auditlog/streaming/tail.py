@@ -37,8 +37,9 @@ import asyncpg
 
 from auditlog.aio import cancel_and_wait
 from auditlog.metrics import count_live_deliveries
+from auditlog.model import EventFilter
 from auditlog.storage.database import DATABASE_UNAVAILABLE
-from auditlog.storage.events import EventFilter, read_safe_watermark
+from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.workspaces import WorkspaceRow, read_workspace
 from auditlog.streaming.bus import LiveBus

@@ -7,8 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog.auth import Principal
 from auditlog.errors import BadInputError
+from auditlog.model import Principal
 from auditlog.runtime import Services
 from auditlog.streaming.config import SplunkHecConfig, WebhookConfig
 from auditlog.streaming.destinations import StreamingAdmin, authorize
