@@ -19,8 +19,8 @@ from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
 from auditlog.ingest.rate import IngestRateLimiter
-from auditlog.ingest.service import Ingestor
 from auditlog.integrity.keys import SigningKeys
+from auditlog.services.ingest import Ingestor
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
 from auditlog.storage.migrations import apply_migrations
 from auditlog.streaming.bus import LiveBus

@@ -23,9 +23,9 @@ import orjson
 
 from auditlog.demo import demo_events
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
 from auditlog.model import format_timestamp
 from auditlog.ocsf import ocsf_json, to_ocsf
+from auditlog.services.ingest import Ingestor
 
 
 def stored_payloads(count: int) -> list[str]:

@@ -22,9 +22,9 @@ import pytest
 
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
 from auditlog.model import EventFilter, Principal
 from auditlog.runtime import DownloadSlots, Services
+from auditlog.services import exports as export_service
 from auditlog.services import integrity as integrity_service
 from auditlog.storage.exports import ExportRow
 from tests.conftest import (

@@ -11,9 +11,9 @@ import pytest
 
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
 from auditlog.model import EventFilter, Principal
 from auditlog.runtime import Services
+from auditlog.services import exports as export_service
 from tests.conftest import (
     WorkspaceKeys,
     create_workspace_keys,

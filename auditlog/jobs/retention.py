@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
 from auditlog.model import format_timestamp
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import record_service_event
 from auditlog.storage import retention as store
 from auditlog.storage.retention import PurgeRecord
 

@@ -7,10 +7,8 @@ from datetime import datetime
 
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context, operation_memo
-from auditlog.storage.dead_letters import DeadLetterRow
-from auditlog.streaming import dead_letters
-from auditlog.streaming.config import DestinationConfig
-from auditlog.streaming.destinations import (
+from auditlog.services import dead_letters
+from auditlog.services.streams import (
     Caller,
     CreatedDestination,
     DeliveryTest,
@@ -18,6 +16,8 @@ from auditlog.streaming.destinations import (
     StreamingAdmin,
     authorize,
 )
+from auditlog.storage.dead_letters import DeadLetterRow
+from auditlog.streaming.config import DestinationConfig
 
 
 async def _admin(ctx: Context) -> tuple[StreamingAdmin, Caller]:

@@ -349,7 +349,7 @@ async def stream_export_part(
             # flight. Cancelling it left asyncpg's protocol busy, so the ROLLBACK
             # that ends the transaction could fail with "another operation is in
             # progress"; it is one batch: let it finish. (Callers close this
-            # generator explicitly, see exports.service.stream_part.)
+            # generator explicitly, see services.exports.stream_part.)
             if not pending.done():
                 with contextlib.suppress(Exception):
                     await pending

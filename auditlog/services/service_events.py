@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 
 from auditlog.catalog import CATEGORY_OF
-from auditlog.ingest.service import Ingestor, IngestResult
 from auditlog.ingest.validate import Actor, EventIn, Target
 from auditlog.model import uuid7
+from auditlog.services.ingest import Ingestor, IngestResult
 
 SYSTEM_ACTOR = Actor(type="SYSTEM", id="auditlog", name="Audit Log service", email=None)
 

@@ -14,12 +14,12 @@ import uuid
 import asyncpg
 
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
 from auditlog.schema.limits import DEAD_LETTERS_DEFAULT, PAGE_MAX
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import record_service_event
+from auditlog.services.streams import Caller
 from auditlog.storage import dead_letters as store
 from auditlog.storage.streams import read_destination
-from auditlog.streaming.destinations import Caller
 
 
 def _destination_id(value: str) -> uuid.UUID:

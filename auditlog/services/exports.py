@@ -23,9 +23,9 @@ from typing import Any
 
 from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
-from auditlog.ingest.service_events import record_service_event
 from auditlog.model import EventFilter, Principal, uuid7
 from auditlog.runtime import Services
+from auditlog.services.service_events import record_service_event
 from auditlog.storage import exports as export_store
 from auditlog.storage.workspaces import read_workspace
 

@@ -21,9 +21,9 @@ import asyncpg
 from auditlog.config import Settings
 from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
 from auditlog.ingest.canonical import canonical_json
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
 from auditlog.model import Category, Principal, format_timestamp, uuid7
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import record_service_event
 from auditlog.storage import streams as store
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.workspaces import read_workspace
