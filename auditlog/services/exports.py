@@ -25,7 +25,7 @@ from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
 from auditlog.model import EventFilter, Principal, uuid7
 from auditlog.runtime import Services
-from auditlog.services.service_events import record_service_event
+from auditlog.services.service_events import audited
 from auditlog.storage import exports as export_store
 from auditlog.storage.workspaces import read_workspace
 
@@ -94,9 +94,8 @@ async def create_export(
             expires_at=now + EXPORT_TTL,
             event_format=event_format,
         )
-        async with services.pool.acquire() as conn, conn.transaction():
-            result = await record_service_event(
-                services.ingestor,
+        async with services.pool.acquire() as conn, audited(conn, services.ingestor) as audit:
+            await audit.record(
                 workspace_id,
                 "audit_log.export.created",
                 actor=principal.as_actor(),
@@ -109,7 +108,6 @@ async def create_export(
                     "rowCount": plan.row_count,
                     "files": row.part_count,
                 },
-                conn=conn,
             )
             await export_store.insert_export(conn, row)
             # The stored export counts from now on, in place of its reservation.
@@ -120,7 +118,6 @@ async def create_export(
         if limit:
             await asyncio.shield(_release(services, workspace_id, export_id))
         raise
-    await services.ingestor.notify_committed(result)
     return row
 
 

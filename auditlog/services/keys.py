@@ -12,8 +12,8 @@ import asyncpg
 from auditlog.auth import hash_secret, new_key_material
 from auditlog.errors import BadInputError, NotFoundError
 from auditlog.model import Role
-from auditlog.services.ingest import Ingestor, IngestResult
-from auditlog.services.service_events import record_service_event
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import audited
 from auditlog.storage import keys as key_store
 from auditlog.storage import workspaces as ws_store
 from auditlog.streaming.bus import LiveBus
@@ -44,9 +44,7 @@ async def create_key(
     if workspace_id is None and role != Role.INGEST:
         raise BadInputError("role", "a platform key can only be an ingest key")
     key_id, secret, token = new_key_material()
-    # The key and its audit event commit together, or neither does.
-    recorded: IngestResult | None = None
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, audited(conn, ingestor) as audit:
         if workspace_id is not None and await ws_store.read_workspace(conn, workspace_id) is None:
             raise NotFoundError(f"no workspace {workspace_id!r}")
         await key_store.insert_api_key(
@@ -58,17 +56,13 @@ async def create_key(
             secret_hash=hash_secret(secret),
         )
         if workspace_id is not None:
-            recorded = await record_service_event(
-                ingestor,
+            await audit.record(
                 workspace_id,
                 "audit_log.api_key.created",
                 actor=actor,
                 targets=[{"type": "api_key", "id": key_id, "name": name}],
                 metadata={"role": role},
-                conn=conn,
             )
-    if recorded is not None:
-        await ingestor.notify_committed(recorded)
     return CreatedKey(id=key_id, key=token, workspace_id=workspace_id, role=role)
 
 
@@ -83,24 +77,19 @@ async def revoke_key(
     """Revoke a key, then tell every process on the bus, whose websockets admitted
     with it close (4401). `bus` is required so that no caller forgets it; without
     one (or with the notice lost) the processes' periodic re-check closes them."""
-    recorded: IngestResult | None = None
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, audited(conn, ingestor) as audit:
         revoked = await key_store.revoke_api_key(conn, key_id)
         if revoked is None:
             raise NotFoundError(f"no key {key_id!r}")
         row, now_revoked = revoked
         if now_revoked and row.workspace_id is not None:
-            recorded = await record_service_event(
-                ingestor,
+            await audit.record(
                 row.workspace_id,
                 "audit_log.api_key.revoked",
                 actor=actor,
                 targets=[{"type": "api_key", "id": row.id, "name": row.name}],
                 metadata={"role": row.role},
-                conn=conn,
             )
-    if recorded is not None:
-        await ingestor.notify_committed(recorded)
     if bus is not None:
         try:
             await bus.announce_revoked(row.id)

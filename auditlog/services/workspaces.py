@@ -13,7 +13,7 @@ import asyncpg
 from auditlog.errors import BadInputError, NotFoundError
 from auditlog.model import Plan, format_timestamp
 from auditlog.services.ingest import Ingestor
-from auditlog.services.service_events import record_service_event
+from auditlog.services.service_events import audited
 from auditlog.storage import retention as retention_store
 from auditlog.storage import workspaces as ws_store
 
@@ -116,7 +116,7 @@ async def place_hold(
     """Place a legal hold on conn, an owner connection (the runtime role may not)."""
     if not reason.strip() or len(reason) > HOLD_REASON_MAX:
         raise BadInputError("reason", f"must be 1 to {HOLD_REASON_MAX} characters")
-    async with conn.transaction():
+    async with audited(conn, ingestor) as audit:
         await retention_store.lock_holds(conn, name)
         if await ws_store.read_workspace(conn, name) is None:
             raise NotFoundError(f"no workspace {name!r}")
@@ -128,16 +128,13 @@ async def place_hold(
                 f"(placed {latest.at:%Y-%m-%d %H:%M} UTC: {latest.reason})",
             )
         hold = await retention_store.insert_hold(conn, name, "placed", reason)
-        recorded = await record_service_event(
-            ingestor,
+        await audit.record(
             name,
             "audit_log.retention.hold_placed",
             actor=actor,
             targets=[{"type": "workspace", "id": name, "name": name}],
             metadata={"reason": reason},
-            conn=conn,
         )
-    await ingestor.notify_committed(recorded)
     return hold
 
 
@@ -145,7 +142,7 @@ async def release_hold(
     conn: asyncpg.Connection, ingestor: Ingestor, name: str, actor: dict[str, Any] | None = None
 ) -> retention_store.HoldRecord:
     """Lift the legal hold on conn, an owner connection; returns the placement lifted."""
-    async with conn.transaction():
+    async with audited(conn, ingestor) as audit:
         await retention_store.lock_holds(conn, name)
         if await ws_store.read_workspace(conn, name) is None:
             raise NotFoundError(f"no workspace {name!r}")
@@ -153,14 +150,11 @@ async def release_hold(
         if placed is None or placed.action != "placed":
             raise BadInputError("release", f"workspace {name!r} is not under a legal hold")
         await retention_store.insert_hold(conn, name, "released", None)
-        recorded = await record_service_event(
-            ingestor,
+        await audit.record(
             name,
             "audit_log.retention.hold_released",
             actor=actor,
             targets=[{"type": "workspace", "id": name, "name": name}],
             metadata={"reason": placed.reason, "placedAt": format_timestamp(placed.at)},
-            conn=conn,
         )
-    await ingestor.notify_committed(recorded)
     return placed
