@@ -79,8 +79,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         async with AsyncExitStack() as stack:
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
-            services.live = await stack.enter_async_context(open_live_hub(services))
-            services.sockets = await stack.enter_async_context(open_socket_registry(services))
+            services.live = await stack.enter_async_context(
+                open_live_hub(services.pool, services.bus, services.settings)
+            )
+            services.sockets = await stack.enter_async_context(
+                open_socket_registry(services.pool, services.bus, services.settings)
+            )
             await stack.enter_async_context(process_metrics(services))
             app.state.background = background
             if background:

@@ -13,8 +13,7 @@ import uuid
 
 import asyncpg
 
-from auditlog.errors import BadInputError, NotFoundError
-from auditlog.schema.limits import DEAD_LETTERS_DEFAULT, PAGE_MAX
+from auditlog.errors import NotFoundError
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
 from auditlog.services.streams import Caller
@@ -30,11 +29,9 @@ def _destination_id(value: str) -> uuid.UUID:
 
 
 async def list_dead_letters(
-    pool: asyncpg.Pool, caller: Caller, destination_id: str, first: int | None
+    pool: asyncpg.Pool, caller: Caller, destination_id: str, size: int
 ) -> list[store.DeadLetterRow]:
-    size = DEAD_LETTERS_DEFAULT if first is None else first
-    if not 0 <= size <= PAGE_MAX:
-        raise BadInputError("first", f"must be between 0 and {PAGE_MAX}")
+    """The destination's first `size` dead letters, in ingest order."""
     async with pool.acquire() as conn:
         return await store.read_dead_letters(
             conn, caller.workspace_id, _destination_id(destination_id), size
