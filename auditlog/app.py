@@ -26,8 +26,8 @@ from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.jobs.sealer import Sealer
 from auditlog.metrics import process_metrics
 from auditlog.middleware import RequestContext
+from auditlog.resolvers.root import schema
 from auditlog.runtime import open_services
-from auditlog.schema.root import schema
 from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
 from auditlog.ws_registry import open_socket_registry

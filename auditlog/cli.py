@@ -236,7 +236,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from auditlog.schema.root import schema
+    from auditlog.resolvers.root import schema
 
     print(schema.as_str())
     return 0

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -81,6 +81,22 @@ class Principal:
         if self.key_id is not None:
             return {"type": "API_KEY", "id": self.key_id, "name": None, "email": None}
         return {"type": "USER", "id": self.subject, "name": None, "email": self.email}
+
+
+@dataclass(frozen=True)
+class WorkspaceRow:
+    """A workspace as stored: its plan and how long its events are kept."""
+
+    id: str
+    plan: Plan
+    retention_days: int | None
+    created_at: datetime
+
+    def retention_start(self, now: datetime) -> datetime | None:
+        """The oldest occurred_at still inside retention, or None when unlimited."""
+        if self.retention_days is None:
+            return None
+        return now - timedelta(days=self.retention_days)
 
 
 @dataclass(frozen=True)

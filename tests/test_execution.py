@@ -18,8 +18,8 @@ from graphql import get_introspection_query
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult
 
+from auditlog.resolvers.root import build_schema
 from auditlog.schema import execution
-from auditlog.schema.root import build_schema
 from auditlog.schema.types import (
     Actor,
     ActorType,

@@ -12,11 +12,10 @@ import strawberry
 from strawberry.scalars import JSON
 
 from auditlog.catalog import CatalogEntry
-from auditlog.model import Category, Plan, parse_timestamp
+from auditlog.model import Category, Plan, WorkspaceRow, parse_timestamp
 from auditlog.resolvers import integrity as integrity_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.integrity import InclusionProof
-from auditlog.storage.workspaces import WorkspaceRow
 
 # The GraphQL enums of categories and plans are the model's enums themselves, so a
 # value converts without a table and the two can never drift apart.

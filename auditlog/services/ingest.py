@@ -25,10 +25,10 @@ from auditlog.errors import BatchRejected, FieldError
 from auditlog.ingest.canonical import canonical_json, float_for_orjson
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
-from auditlog.model import IPAddress, format_timestamp, uuid7
+from auditlog.model import IPAddress, WorkspaceRow, format_timestamp, uuid7
 from auditlog.storage import events as event_store
 from auditlog.storage.database import discard_if_broken
-from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
+from auditlog.storage.workspaces import read_workspaces
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.model import Plan, format_timestamp
+from auditlog.model import Plan, WorkspaceRow, format_timestamp
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
 from auditlog.storage import retention as retention_store
@@ -39,7 +39,7 @@ def plan_retention(name: str, retention_days: int | None) -> tuple[Plan, int | N
 
 async def create_workspace(
     pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
-) -> ws_store.WorkspaceRow:
+) -> WorkspaceRow:
     if not _WORKSPACE_ID.match(name):
         raise BadInputError(
             "name", "use 1 to 63 lower-case letters, digits, '-' or '_', starting alphanumeric"
@@ -54,7 +54,7 @@ async def create_workspace(
 
 @dataclass(frozen=True)
 class PlanChange:
-    row: ws_store.WorkspaceRow
+    row: WorkspaceRow
     previous_retention_days: int | None  # None: it was unlimited
 
     @property
@@ -78,7 +78,7 @@ async def change_plan(
 
 async def set_plan(
     pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
-) -> ws_store.WorkspaceRow:
+) -> WorkspaceRow:
     return (await change_plan(pool, name, plan, retention_days)).row
 
 

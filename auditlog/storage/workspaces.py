@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-
 import asyncpg
 
-from auditlog.model import Plan
+from auditlog.model import Plan, WorkspaceRow
 
 DEFAULT_RETENTION_DAYS: dict[Plan, int | None] = {
     Plan.EARLY_ACCESS: 90,
     Plan.PROFESSIONAL: 365,
     Plan.ENTERPRISE: None,
 }
-
-
-@dataclass(frozen=True)
-class WorkspaceRow:
-    id: str
-    plan: Plan
-    retention_days: int | None
-    created_at: datetime
-
-    def retention_start(self, now: datetime) -> datetime | None:
-        """The oldest occurred_at still inside retention, or None when unlimited."""
-        if self.retention_days is None:
-            return None
-        return now - timedelta(days=self.retention_days)
 
 
 def _row(record: asyncpg.Record) -> WorkspaceRow:

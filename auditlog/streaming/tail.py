@@ -38,11 +38,11 @@ import asyncpg
 from auditlog.aio import cancel_and_wait
 from auditlog.config import Settings
 from auditlog.metrics import count_live_deliveries
-from auditlog.model import EventFilter
+from auditlog.model import EventFilter, WorkspaceRow
 from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
-from auditlog.storage.workspaces import WorkspaceRow, read_workspace
+from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.doorbell import DoorbellListener
 from auditlog.streaming.matcher import EventMatcher, filter_key
