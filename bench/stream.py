@@ -39,9 +39,8 @@ from auditlog.model import Principal
 from auditlog.runtime import open_services
 from auditlog.services import workspaces as workspace_service
 from auditlog.services.streams import StreamingAdmin, authorize
-from auditlog.storage.events import read_events_since
 from auditlog.streaming.config import WebhookConfig
-from bench.common import Timer, free_port, fresh_database, percentile
+from bench.common import Timer, free_port, fresh_database, percentile, read_events_since
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 

@@ -411,7 +411,7 @@ async def test_export_csv_downloads_the_filtered_events(
 async def test_export_of_several_parts_downloads_every_part_at_once(
     console: ConsolePage, workspace: WorkspaceKeys, tmp_path: Path
 ) -> None:
-    # 10,000 rows a file (API.md): 10,004 events make two parts.
+    # 10,000 rows a file (docs/exports.md): 10,004 events make two parts.
     events = [
         event("ai.api_key.used", occurredAt=ago(100 - i / 200), metadata={"n": i})
         for i in range(10_004)

@@ -42,7 +42,7 @@ async def test_event_without_id_gets_a_uuid(workspace: WorkspaceKeys) -> None:
 
 
 async def test_minimal_event_is_accepted_as_the_systems(workspace: WorkspaceKeys) -> None:
-    """Only occurredAt and action are required (API.md): an event without an
+    """Only occurredAt and action are required (docs/ingest.md): an event without an
     actor is stored with a SYSTEM actor, and reads back like any other."""
     minimal = {
         "occurredAt": datetime.now(UTC).isoformat(),

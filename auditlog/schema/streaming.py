@@ -1,4 +1,4 @@
-"""GraphQL types, inputs and root fields of log streaming (API.md, Log streaming)."""
+"""GraphQL types, inputs and root fields of log streaming (docs/streaming.md)."""
 
 from __future__ import annotations
 

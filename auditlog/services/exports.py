@@ -235,10 +235,8 @@ async def stream_part(
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
         # Closed explicitly: a download that ends early (GeneratorExit or a
         # cancellation here) must end the part's transaction and its in-flight
-        # prefetch before the connection goes back to the pool. `async for`
-        # alone leaves the inner generator to the garbage collector, and the
-        # release then met a busy connection ("another operation is in
-        # progress", a flaky test).
+        # prefetch before the connection goes back to the pool; `async for` alone
+        # leaves that to the garbage collector, after the release.
         async with contextlib.aclosing(
             export_store.stream_export_part(conn, row, part, retention_start=retention_start)
         ) as batches:

@@ -492,35 +492,6 @@ async def read_event_by_id(
     )
 
 
-async def read_events_since(
-    conn: asyncpg.Connection,
-    workspace_id: str,
-    *,
-    after_xid: int,
-    after_seq: int,
-    limit: int,
-    retention_start: datetime | None = None,
-) -> list[StoredEvent]:
-    """Events in ingest order after (xid, seq), only below the safe watermark.
-
-    Everything returned is final: no transaction that could still add an event
-    before the last row returned is running.
-    """
-    records = await conn.fetch(
-        f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
-            {INGEST_ORDER_AFTER}""",
-        workspace_id,
-        str(after_xid),
-        after_seq,
-        limit,
-        retention_start,
-    )
-    return [
-        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-        for r in records
-    ]
-
-
 async def read_safe_watermark(conn: asyncpg.Connection) -> tuple[int, int]:
     """A position (xid, seq) such that everything after it is new from now on.
 
