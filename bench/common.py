@@ -183,7 +183,4 @@ async def read_events_since(
         limit,
         retention_start,
     )
-    return [
-        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-        for r in records
-    ]
+    return [StoredEvent.from_record(r) for r in records]

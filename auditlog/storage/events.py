@@ -90,6 +90,10 @@ class StoredEvent:
     xid: int
     payload: str
 
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> StoredEvent:
+        return cls(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
+
 
 @dataclass(frozen=True, slots=True)
 class TimePosition:
@@ -221,12 +225,15 @@ _WORKSPACE_RETENTION = """occurred_at >= coalesce(
     '-infinity'::timestamptz)"""
 
 
-def _filter_sql(
+def filter_sql(
     flt: EventFilter,
     args: list[object],
     retention_start: datetime | None,
     split: str | None = None,
 ) -> list[str]:
+    """The WHERE conditions of a filter, its values appended to `args`: one
+    definition for event pages and export plans alike."""
+
     def arg(value: object) -> str:
         args.append(value)
         return f"${len(args)}"
@@ -291,7 +298,7 @@ def page_query(
     """The SQL and arguments of read_events_page (also what the benchmark EXPLAINs)."""
     split, values = _split_list(flt)
     args: list[object] = [workspace_id]
-    where = ["workspace_id = $1", *_filter_sql(flt, args, bounds.retention_start, split)]
+    where = ["workspace_id = $1", *filter_sql(flt, args, bounds.retention_start, split)]
     if bounds.workspace_retention:
         where.append(_WORKSPACE_RETENTION)
     older_than, newer_than = bounds.older_than, bounds.newer_than
@@ -454,10 +461,7 @@ async def read_events_page(
     if records is None:
         sql, args = page_query(workspace_id, flt, bounds)
         records = await conn.fetch(sql, *args)
-    rows = [
-        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-        for r in records
-    ]
+    rows = [StoredEvent.from_record(r) for r in records]
     if oldest_first:
         rows.reverse()
     return rows
@@ -481,15 +485,7 @@ async def read_event_by_id(
         event_id,
         retention_start,
     )
-    if record is None:
-        return None
-    return StoredEvent(
-        record["workspace_id"],
-        record["occurred_at"],
-        record["seq"],
-        record["xid"],
-        record["payload"],
-    )
+    return StoredEvent.from_record(record) if record is not None else None
 
 
 async def read_safe_watermark(conn: asyncpg.Connection) -> tuple[int, int]:
