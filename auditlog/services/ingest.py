@@ -72,6 +72,40 @@ def _plain_coordinates(latitude: Any, longitude: Any) -> bool:
     return all(type(v) is not float or float_for_orjson(v) is v for v in (latitude, longitude))
 
 
+def event_payload(
+    e: EventIn,
+    workspace_id: str,
+    received: str,
+    ip_text: str | None,
+    location: dict[str, Any] | None,
+    device: dict[str, Any] | None,
+    anomalies: list[str],
+) -> dict[str, Any]:
+    """An event's stored payload, before its canonical JSON: the one shape that
+    queries, exports, streams and the integrity tree all read."""
+    return {
+        "id": str(e.id),
+        "workspaceId": workspace_id,
+        "occurredAt": format_timestamp(e.occurred_at),
+        "receivedAt": received,
+        "action": e.action,
+        "category": e.category.value,
+        "actor": {
+            "type": e.actor.type,
+            "id": e.actor.id,
+            "name": e.actor.name,
+            "email": e.actor.email,
+        },
+        "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
+        "ipAddress": ip_text,
+        "userAgent": e.user_agent,
+        "location": location,
+        "device": device,
+        "metadata": e.metadata,
+        "anomalies": anomalies,
+    }
+
+
 @dataclass
 class _Prepared:
     event: EventIn
@@ -322,27 +356,9 @@ class Ingestor:
     @staticmethod
     def _row(p: _Prepared, now: datetime, received: str) -> event_store.EventRow:
         e = p.event
-        payload = {
-            "id": str(e.id),
-            "workspaceId": p.workspace_id,
-            "occurredAt": format_timestamp(e.occurred_at),
-            "receivedAt": received,
-            "action": e.action,
-            "category": e.category.value,
-            "actor": {
-                "type": e.actor.type,
-                "id": e.actor.id,
-                "name": e.actor.name,
-                "email": e.actor.email,
-            },
-            "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
-            "ipAddress": p.ip_text,
-            "userAgent": e.user_agent,
-            "location": p.location,
-            "device": p.device,
-            "metadata": e.metadata,
-            "anomalies": p.anomalies,
-        }
+        payload = event_payload(
+            e, p.workspace_id, received, p.ip_text, p.location, p.device, p.anomalies
+        )
         return event_store.EventRow(
             workspace_id=p.workspace_id,
             occurred_at=e.occurred_at,

@@ -21,9 +21,10 @@ import asyncpg
 from auditlog.config import Settings
 from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
 from auditlog.ingest.canonical import canonical_json
+from auditlog.ingest.validate import EventIn, Target
 from auditlog.model import Category, Principal, format_timestamp, uuid7
-from auditlog.services.ingest import Ingestor
-from auditlog.services.service_events import AuditedTransaction, audited
+from auditlog.services.ingest import Ingestor, event_payload
+from auditlog.services.service_events import SYSTEM_ACTOR, AuditedTransaction, audited
 from auditlog.storage import streams as store
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.workspaces import read_workspace
@@ -348,20 +349,18 @@ def _ms(started: float) -> float:
 
 def test_event(row: store.DestinationRow) -> OutEvent:
     now = datetime.now(UTC)
-    payload = {
-        "id": str(uuid7()),
-        "workspaceId": row.workspace_id,
-        "occurredAt": format_timestamp(now),
-        "receivedAt": format_timestamp(now),
-        "action": "audit_log.stream.test",
-        "category": "WORKSPACE",
-        "actor": {"type": "SYSTEM", "id": "auditlog", "name": "Audit Log service", "email": None},
-        "targets": [{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
-        "ipAddress": None,
-        "userAgent": None,
-        "location": None,
-        "device": None,
-        "metadata": {"test": True},
-        "anomalies": [],
-    }
+    event = EventIn(
+        id=uuid7(),
+        id_given=True,
+        workspace_id=row.workspace_id,
+        occurred_at=now,
+        action="audit_log.stream.test",
+        category=Category.WORKSPACE,
+        actor=SYSTEM_ACTOR,
+        targets=(Target("streaming_destination", str(row.id), row.name),),
+        ip=None,
+        user_agent=None,
+        metadata={"test": True},
+    )
+    payload = event_payload(event, row.workspace_id, format_timestamp(now), None, None, None, [])
     return OutEvent(0, 0, now, canonical_json(payload))
