@@ -11,16 +11,17 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
 from auditlog.logs import configure_from_env, log_config, log_format_from_env
-from auditlog.runtime import Services, migrate, open_services
-from auditlog.services import keys as key_service
-from auditlog.services import workspaces as workspace_service
-from auditlog.storage import retention as retention_store
-from auditlog.storage.database import owner_connection, resolve_database_url
+
+if TYPE_CHECKING:
+    from auditlog.runtime import Services
+
+# The runtime, services and storage are imported by the commands that use them:
+# `auditlog verify` runs on an auditor's machine and should start in a blink.
 
 log = logging.getLogger("auditlog")
 
@@ -32,6 +33,8 @@ SHUTDOWN_GRACE_SECONDS = 6.0
 def _run_with_services(
     settings: Settings, action: Callable[[Services], Awaitable[int]], pool_size: int = 2
 ) -> int:
+    from auditlog.runtime import open_services
+
     async def main() -> int:
         async with open_services(settings, pool_size=pool_size) as services:
             return await action(services)
@@ -40,6 +43,9 @@ def _run_with_services(
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.runtime import migrate
+    from auditlog.storage.database import resolve_database_url
+
     url = resolve_database_url(settings.database_url, settings.data_dir)
     applied = asyncio.run(migrate(url))
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
@@ -49,6 +55,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.integrity.keys import load_signer
     from auditlog.jobs.maintenance import run_maintenance
+    from auditlog.runtime import migrate
+    from auditlog.storage.database import resolve_database_url
 
     if not 1 <= args.batch_size <= 50_000:
         raise BadInputError("--batch-size", "must be between 1 and 50000")
@@ -71,6 +79,10 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.services import workspaces as workspace_service
+    from auditlog.storage import retention as retention_store
+    from auditlog.storage.database import owner_connection
+
     grace = settings.retention_grace_days
 
     async def action(services: Services) -> int:
@@ -104,6 +116,9 @@ def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _hold_or_release(services: Services, args: argparse.Namespace, grace: int) -> int:
     # Holds are the owner's to write: the runtime role must never lift one.
+    from auditlog.services import workspaces as workspace_service
+    from auditlog.storage.database import owner_connection
+
     async with owner_connection(services.database_url) as conn:
         if args.workspaces_command == "hold":
             await workspace_service.place_hold(conn, services.ingestor, args.name, args.reason)
@@ -122,6 +137,8 @@ async def _hold_or_release(services: Services, args: argparse.Namespace, grace: 
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.services import keys as key_service
+
     async def action(services: Services) -> int:
         if args.keys_command == "revoke":
             row = await key_service.revoke_key(
@@ -166,6 +183,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.integrity.keys import load_signer
     from auditlog.metrics import prepare_multiprocess
     from auditlog.server import uvicorn_options
+    from auditlog.storage.database import resolve_database_url
 
     # A bad signing key stops the start here, with one line naming it, before any server.
     load_signer(settings.with_secret_key())
@@ -244,7 +262,9 @@ def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_integrity(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.integrity.keys import load_signer, rotate_signing_key
+    from auditlog.runtime import migrate
     from auditlog.storage import integrity as integrity_store
+    from auditlog.storage.database import owner_connection, resolve_database_url
 
     settings = settings.with_secret_key()
     if args.integrity_command == "verifier-key":
@@ -269,6 +289,8 @@ def cmd_integrity(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from auditlog.storage.database import resolve_database_url
+
     if args.database:
         from auditlog.services.integrity_check import check_database
 
