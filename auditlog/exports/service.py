@@ -16,10 +16,12 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import asyncpg
 
 from auditlog.auth import Principal
 from auditlog.errors import RateLimitedError
@@ -29,6 +31,7 @@ from auditlog.ingest.service_events import record_service_event
 from auditlog.runtime import Services
 from auditlog.storage import exports as export_store
 from auditlog.storage.events import EventFilter
+from auditlog.storage.replicas import acquire_fenced
 from auditlog.storage.workspaces import read_workspace
 
 log = logging.getLogger(__name__)
@@ -147,6 +150,15 @@ def _check_rate(created: list[datetime], limit: int, now: datetime) -> None:
     )
 
 
+def _shows_export(
+    row: export_store.ExportRow,
+) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
+    async def shows(conn: asyncpg.Connection) -> bool:
+        return await export_store.read_export(conn, row.workspace_id, row.id) is not None
+
+    return shows
+
+
 def download_links(
     services: Services, row: export_store.ExportRow, base_url: str, now: datetime
 ) -> list[ExportLink]:
@@ -189,6 +201,14 @@ def proof_link(
 async def find_export(
     services: Services, workspace_id: str, export_id: uuid.UUID
 ) -> export_store.ExportRow | None:
+    """From a read replica, or from the primary when the replica has not replayed
+    the export yet (one created a moment ago: read-your-writes)."""
+    replica = services.read_pool()
+    if replica is not services.pool:
+        async with replica.acquire() as conn:
+            row = await export_store.read_export(conn, workspace_id, export_id)
+        if row is not None:
+            return row
     async with services.pool.acquire() as conn:
         return await export_store.read_export(conn, workspace_id, export_id)
 
@@ -211,7 +231,10 @@ async def stream_part(
     connection the API needs.
     """
     slot = services.download_slots.slot(row.workspace_id)
-    async with slot, services.pool.acquire() as conn:
+    # A read replica that shows the export row has replayed every event of its
+    # snapshot (they committed before it); one that does not yet: the primary.
+    fenced = acquire_fenced(services.pool, services.read_pool(), _shows_export(row))
+    async with slot, fenced as conn:
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
