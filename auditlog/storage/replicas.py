@@ -2,8 +2,8 @@
 
 Policy (docs/scaling.md):
 - Reads that may lag by the replication delay go to a standby: GraphQL queries
-  of events and activity, export files, the proof bundle's event list, the live
-  tail's catch-up (subscription backfill). Everything that writes, and every
+  of events and activity, `export(id)` and export files, the live tail's
+  catch-up (subscription backfill). Everything that writes, and every
   read that decides what a writer does (API keys, stream cursors and leases,
   sealing, export planning, rate limits), stays on the primary.
 - A standby answers from its replayed state, and the safe watermark is
