@@ -26,8 +26,8 @@ from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.jobs.sealer import Sealer
 from auditlog.metrics import process_metrics
 from auditlog.middleware import RequestContext
+from auditlog.resolvers.root import schema
 from auditlog.runtime import open_services
-from auditlog.schema.root import schema
 from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
 from auditlog.ws_registry import open_socket_registry
@@ -79,8 +79,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         async with AsyncExitStack() as stack:
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
-            services.live = await stack.enter_async_context(open_live_hub(services))
-            services.sockets = await stack.enter_async_context(open_socket_registry(services))
+            services.live = await stack.enter_async_context(
+                open_live_hub(services.pool, services.bus, services.settings, services.read_pool)
+            )
+            services.sockets = await stack.enter_async_context(
+                open_socket_registry(services.pool, services.bus, services.settings)
+            )
             await stack.enter_async_context(process_metrics(services))
             app.state.background = background
             if background:

@@ -10,51 +10,20 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import jwt
 
-from auditlog.errors import AuthError, ForbiddenError
+from auditlog.errors import AuthError
+from auditlog.model import SESSION_ROLES, Principal, Role
 from auditlog.storage.database import EITHER_PLANS, acquire_with_plans
 from auditlog.storage.keys import read_api_key
 from auditlog.storage.workspaces import read_workspace
 
-ROLES = ("owner", "admin", "member", "ingest")
 KEY_PREFIX = "alk_"
 REVOKED_KEY = "this API key has been revoked"
 EXPIRED_SESSION = "the session has expired"
-
-
-@dataclass(frozen=True)
-class Principal:
-    workspace_id: str | None  # None: a platform ingest key
-    role: str
-    key_id: str | None = None  # API keys
-    subject: str | None = None  # console sessions
-    email: str | None = None
-    expires_at: float | None = None  # console sessions: the JWT's exp (Unix seconds)
-
-    @property
-    def can_read(self) -> bool:
-        return self.role in ("owner", "admin") and self.workspace_id is not None
-
-    @property
-    def can_ingest(self) -> bool:
-        return self.role == "ingest"
-
-    def require_reader(self) -> str:
-        """The workspace to read, or ForbiddenError for a role without the right."""
-        if not self.can_read or self.workspace_id is None:
-            raise ForbiddenError(f"the {self.role} role cannot read the audit log")
-        return self.workspace_id
-
-    def as_actor(self) -> dict[str, Any]:
-        """This caller as the actor of an event the service writes about it."""
-        if self.key_id is not None:
-            return {"type": "API_KEY", "id": self.key_id, "name": None, "email": None}
-        return {"type": "USER", "id": self.subject, "name": None, "email": self.email}
 
 
 def hash_secret(secret: str) -> bytes:
@@ -183,7 +152,7 @@ async def _authenticate_key(conn: asyncpg.Connection, key_id: str, secret: str) 
         raise AuthError("invalid API key")
     if key.revoked_at is not None:
         raise AuthError(REVOKED_KEY)
-    return Principal(workspace_id=key.workspace_id, role=key.role, key_id=key.id)
+    return Principal(workspace_id=key.workspace_id, role=Role(key.role), key_id=key.id)
 
 
 async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTokens) -> Principal:
@@ -191,7 +160,7 @@ async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTok
         raise AuthError("invalid token")
     claims = await sessions.claims(token)
     role, workspace = claims.get("role"), claims.get("workspace")
-    if role not in ("owner", "admin", "member") or not isinstance(workspace, str):
+    if role not in SESSION_ROLES or not isinstance(workspace, str):
         raise AuthError("invalid token: role must be owner, admin or member")
     async with acquire_with_plans(pool, EITHER_PLANS) as conn:
         known = await read_workspace(conn, workspace) is not None
@@ -200,7 +169,7 @@ async def _authenticate_jwt(pool: asyncpg.Pool, token: str, sessions: SessionTok
     email = claims.get("email")
     return Principal(
         workspace_id=workspace,
-        role=role,
+        role=Role(role),
         subject=str(claims["sub"]),
         email=email if isinstance(email, str) else None,
         expires_at=float(int(claims["exp"])),  # as PyJWT read it to check it

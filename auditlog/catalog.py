@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Category(StrEnum):
-    AUTHENTICATION = "AUTHENTICATION"
-    WORKSPACE = "WORKSPACE"
-    DATA = "DATA"
-    COMMUNICATION = "COMMUNICATION"
-    AI = "AI"
+# Re-exported: Category is defined once, in model; the catalog is where most code looks.
+from auditlog.model import Category as Category
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import AuditLogError, BadInputError, ConfigError, NotFoundError
 from auditlog.logs import configure_from_env, log_config, log_format_from_env
 from auditlog.runtime import Services, migrate, open_services
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from auditlog.storage import retention as retention_store
 from auditlog.storage.database import owner_connection, resolve_database_url
 
@@ -77,12 +78,12 @@ def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
             return await _hold_or_release(services, args, grace)
         change = None
         if args.workspaces_command == "create":
-            row = await accounts.create_workspace(
+            row = await workspace_service.create_workspace(
                 services.pool, args.name, args.plan, args.retention_days
             )
             verb = "created"
         else:
-            change = await accounts.change_plan(
+            change = await workspace_service.change_plan(
                 services.pool, args.name, args.plan, args.retention_days
             )
             row, verb = change.row, "updated"
@@ -93,7 +94,7 @@ def cmd_workspaces(args: argparse.Namespace, settings: Settings) -> int:
                 # Seen now, the cut's grace starts now rather than at the next pass.
                 await retention_store.observe_plan_history(conn)
                 hold = await retention_store.read_latest_hold(conn, row.id)
-            print(accounts.retention_cut_notice(change, grace, datetime.now(UTC)))
+            print(workspace_service.retention_cut_notice(change, grace, datetime.now(UTC)))
             if hold is not None and hold.action == "placed":
                 print(f"workspace {row.id} is under a legal hold: nothing is purged while it lasts")
         return 0
@@ -105,13 +106,13 @@ async def _hold_or_release(services: Services, args: argparse.Namespace, grace: 
     # Holds are the owner's to write: the runtime role must never lift one.
     async with owner_connection(services.database_url) as conn:
         if args.workspaces_command == "hold":
-            await accounts.place_hold(conn, services.ingestor, args.name, args.reason)
+            await workspace_service.place_hold(conn, services.ingestor, args.name, args.reason)
             print(
                 f"legal hold placed on workspace {args.name}: no purge removes its events "
                 f"until `auditlog workspaces release {args.name}`"
             )
             return 0
-        placed = await accounts.release_hold(conn, services.ingestor, args.name)
+        placed = await workspace_service.release_hold(conn, services.ingestor, args.name)
     resume = f"after the {grace}-day grace period" if grace else "at the next maintenance pass"
     print(
         f"legal hold on workspace {args.name} released (placed {placed.at:%Y-%m-%d %H:%M} UTC: "
@@ -123,7 +124,7 @@ async def _hold_or_release(services: Services, args: argparse.Namespace, grace: 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     async def action(services: Services) -> int:
         if args.keys_command == "revoke":
-            row = await accounts.revoke_key(
+            row = await key_service.revoke_key(
                 services.pool, services.ingestor, args.key_id, bus=services.bus
             )
             print(f"revoked {row.id}")
@@ -135,7 +136,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         role = args.role or ("ingest" if args.platform else None)
         if role is None:
             raise BadInputError("--role", "is required: owner, admin, member or ingest")
-        created = await accounts.create_key(
+        created = await key_service.create_key(
             services.pool,
             services.ingestor,
             workspace_id=None if args.platform else args.workspace,
@@ -235,7 +236,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from auditlog.schema.root import schema
+    from auditlog.resolvers.root import schema
 
     print(schema.as_str())
     return 0

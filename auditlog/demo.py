@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from auditlog.catalog import CATALOG
-from auditlog.ingest.service import Ingestor
+from auditlog.services.ingest import Ingestor
 
 DEMO_WORKSPACE = "demo"
 

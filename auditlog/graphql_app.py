@@ -16,10 +16,10 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from auditlog.auth import Principal
 from auditlog.endpoints.common import json_response, principal_of, services_of
 from auditlog.errors import AuthError
 from auditlog.logs import new_request_id
+from auditlog.model import Principal
 from auditlog.schema.context import Context
 from auditlog.schema.live import encode_shared_message
 from auditlog.ws_connections import LegacyWSHandler, TransportWSHandler

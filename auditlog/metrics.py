@@ -26,8 +26,9 @@ import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import asyncpg
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -44,8 +45,20 @@ from prometheus_client.registry import Collector
 from auditlog.aio import cancel_and_wait
 from auditlog.storage.metrics import DatabaseGauges, read_database_gauges
 
-if TYPE_CHECKING:
-    from auditlog.runtime import Services
+
+class _LiveTail(Protocol):
+    def subscriber_count(self) -> int: ...
+
+
+class ProcessState(Protocol):
+    """What the process gauges read (the runtime's Services has both)."""
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def live(self) -> _LiveTail | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +204,7 @@ def operation_label(name: str | None) -> str:
 # Process gauges ------------------------------------------------------------
 
 
-def sample_process(services: Services) -> None:
+def sample_process(services: ProcessState) -> None:
     pool = services.pool
     POOL_IN_USE.set(pool.get_size() - pool.get_idle_size())
     POOL_MAX.set(pool.get_max_size())
@@ -204,7 +217,7 @@ def sample_process(services: Services) -> None:
 
 
 @contextlib.asynccontextmanager
-async def process_metrics(services: Services) -> AsyncIterator[None]:
+async def process_metrics(services: ProcessState) -> AsyncIterator[None]:
     """Samples this process's gauges while the app runs; its live gauges go with it."""
 
     async def sample() -> None:
@@ -328,7 +341,7 @@ def database_metrics(gauges: DatabaseGauges | None) -> list[Metric]:
     return [up, lag_events, lag_seconds, status, attempts, sealing, unsealed, purged, purges]
 
 
-async def _read_gauges(services: Services) -> DatabaseGauges | None:
+async def _read_gauges(services: ProcessState) -> DatabaseGauges | None:
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT), services.pool.acquire() as conn:
             return await read_database_gauges(conn, LAG_CAP)
@@ -337,7 +350,7 @@ async def _read_gauges(services: Services) -> DatabaseGauges | None:
         return None
 
 
-async def render(services: Services) -> bytes:
+async def render(services: ProcessState) -> bytes:
     """The exposition: every process's metrics, and the database's gauges."""
     sample_process(services)
     gauges = await _read_gauges(services)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from auditlog.model import EventFilter
 from auditlog.storage.events import (
-    EventFilter,
     StoredEvent,
     TimePosition,
     read_events_page,

@@ -35,6 +35,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from auditlog.auth import authenticate
+from auditlog.endpoints.common import services_of
 from auditlog.errors import AuthError
 from auditlog.schema.context import Context
 from auditlog.schema.live import LiveOperation, live_operation
@@ -83,7 +84,7 @@ class SocketGuard:
 
     async def admitted(self) -> bool:
         """Watch the admitted socket; False once closed for holding too many sockets."""
-        registry = self.context.services.sockets
+        registry = services_of(self.context.request).sockets
         if registry is None or self.context.principal is None:
             return True
         if registry.add(self, self.context.principal):
@@ -93,7 +94,7 @@ class SocketGuard:
         return False
 
     def left(self) -> None:
-        registry = self.context.services.sockets
+        registry = services_of(self.context.request).sockets
         if registry is not None:
             registry.discard(self)
 

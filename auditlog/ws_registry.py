@@ -21,18 +21,17 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import asyncpg
 
-from auditlog.auth import EXPIRED_SESSION, REVOKED_KEY, Principal
+from auditlog.auth import EXPIRED_SESSION, REVOKED_KEY
+from auditlog.config import Settings
+from auditlog.model import Principal
 from auditlog.storage.database import EITHER_PLANS, acquire_with_plans
 from auditlog.storage.keys import read_valid_key_ids
 from auditlog.streaming.bus import REVOCATIONS_CHANNEL, LiveBus
 from auditlog.streaming.doorbell import DoorbellListener
-
-if TYPE_CHECKING:
-    from auditlog.runtime import Services
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +174,15 @@ class SocketRegistry:
 
 
 @asynccontextmanager
-async def open_socket_registry(services: Services) -> AsyncIterator[SocketRegistry]:
+async def open_socket_registry(
+    pool: asyncpg.Pool, bus: LiveBus, settings: Settings
+) -> AsyncIterator[SocketRegistry]:
     """The process's websocket registry, for the web app's lifespan."""
     registry = SocketRegistry(
-        services.pool,
-        services.bus,
-        recheck_interval=services.settings.ws_recheck_seconds,
-        max_sockets_per_key=services.settings.ws_max_sockets_per_key,
+        pool,
+        bus,
+        recheck_interval=settings.ws_recheck_seconds,
+        max_sockets_per_key=settings.ws_max_sockets_per_key,
     )
     await registry.start()
     try:

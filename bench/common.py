@@ -11,12 +11,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
 
 from auditlog.runtime import migrate
+from auditlog.storage.events import INGEST_ORDER_AFTER, StoredEvent
 
 
 def server_url() -> str:
@@ -155,3 +157,30 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+async def read_events_since(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    *,
+    after_xid: int,
+    after_seq: int,
+    limit: int,
+    retention_start: datetime | None = None,
+) -> list[StoredEvent]:
+    """Events in ingest order after (xid, seq), only below the safe watermark: the
+    read every stream delivery starts with, without the filter columns.
+
+    Everything returned is final: no transaction that could still add an event
+    before the last row returned is running.
+    """
+    records = await conn.fetch(
+        f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
+            {INGEST_ORDER_AFTER}""",
+        workspace_id,
+        str(after_xid),
+        after_seq,
+        limit,
+        retention_start,
+    )
+    return [StoredEvent.from_record(r) for r in records]

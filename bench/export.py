@@ -33,9 +33,10 @@ from typing import Any
 import asyncpg
 import httpx
 
-from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.runtime import open_services
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from auditlog.storage import exports as export_store
 from auditlog.storage.database import create_pool
 from bench.common import fresh_database, server_process
@@ -107,8 +108,8 @@ async def load(url: str, data_dir: Path, events: int) -> tuple[str, datetime]:
     )
     newest = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     async with open_services(settings, pool_size=4) as services:
-        await accounts.create_workspace(services.pool, WORKSPACE, "enterprise", None)
-        key = await accounts.create_key(
+        await workspace_service.create_workspace(services.pool, WORKSPACE, "enterprise", None)
+        key = await key_service.create_key(
             services.pool, services.ingestor, workspace_id=WORKSPACE, role="admin"
         )
         raw = [_template(i, newest - timedelta(seconds=i)) for i in range(TEMPLATES)]

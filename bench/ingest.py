@@ -166,14 +166,15 @@ async def create_ingest_key(
     url: str, data_dir: Path, mmdb: Path | None, workspace: str = "bench", role: str = "ingest"
 ) -> str:
     """Workspace `workspace` (enterprise plan) and a key of `role` for it."""
-    from auditlog import accounts
     from auditlog.config import Settings
     from auditlog.runtime import open_services
+    from auditlog.services import keys as key_service
+    from auditlog.services import workspaces as workspace_service
 
     settings = Settings(database_url=url, data_dir=data_dir, secret_key=SECRET_KEY, geoip_db=mmdb)
     async with open_services(settings, pool_size=2) as services:
-        await accounts.create_workspace(services.pool, workspace, "enterprise")
-        key = await accounts.create_key(
+        await workspace_service.create_workspace(services.pool, workspace, "enterprise")
+        key = await key_service.create_key(
             services.pool, services.ingestor, workspace_id=workspace, role=role
         )
     return key.key

@@ -50,14 +50,14 @@ import asyncpg
 import httpx
 import orjson
 
-from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
 from auditlog.integrity import merkle
 from auditlog.integrity.keys import load_signer
 from auditlog.integrity.notes import NoteSigner
 from auditlog.services import integrity as integrity_service
+from auditlog.services import keys as key_service
+from auditlog.services.ingest import Ingestor
 from auditlog.storage import integrity as integrity_store
 from auditlog.storage.database import create_pool
 from bench.common import (
@@ -217,12 +217,14 @@ async def seal_backlog(url: str) -> tuple[int, float, float]:
         backend = conn.get_server_pid()
         cpu = time.process_time() + process_cpu(backend)
         started = time.perf_counter()
-        results = await integrity_service.seal_all(conn, signer())
+        sealed = await integrity_service.seal_all(conn, signer())
         seconds = time.perf_counter() - started
         cpu = time.process_time() + process_cpu(backend) - cpu
     finally:
         await conn.close()
-    return sum(r.leaves_added for r in results), seconds, cpu
+    if sealed.failed:
+        raise RuntimeError(f"sealing failed: {sealed.failed}")
+    return sealed.leaves_added, seconds, cpu
 
 
 async def unsealed_events(url: str) -> int:
@@ -493,7 +495,7 @@ async def export_section(tmp: Path, mmdb: Path, events: int, runs: int) -> Expor
         ingest_key = await create_ingest_key(url, tmp, mmdb)
         pool = await create_pool(url, min_size=1, max_size=1)
         try:
-            admin = await accounts.create_key(
+            admin = await key_service.create_key(
                 pool, Ingestor(pool, GeoIP(None)), workspace_id=WORKSPACE, role="admin"
             )
         finally:
@@ -680,7 +682,7 @@ async def scale_section(args: argparse.Namespace, tmp: Path) -> ScaleResult:
         )
         pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            key = await accounts.create_key(
+            key = await key_service.create_key(
                 pool, Ingestor(pool, GeoIP(None)), workspace_id=BIG, role="admin"
             )
         finally:

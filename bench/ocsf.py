@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 import orjson
 
 from auditlog.demo import demo_events
-from auditlog.ingest.canonical import format_timestamp
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
+from auditlog.model import format_timestamp
 from auditlog.ocsf import ocsf_json, to_ocsf
+from auditlog.services.ingest import Ingestor
 
 
 def stored_payloads(count: int) -> list[str]:

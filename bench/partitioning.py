@@ -24,7 +24,7 @@ import asyncpg
 
 from auditlog.storage import events as store
 from auditlog.storage.database import create_pool
-from bench.common import fresh_database
+from bench.common import fresh_database, read_events_since
 from bench.datagen import ensure_months, generate_events
 
 WORKSPACES = [f"ws-{i}" for i in range(10)]
@@ -93,7 +93,7 @@ def reads(now: datetime, event_id: uuid.UUID, days: int) -> dict[str, Read]:
         "deep page (cursor)": lambda c: store.read_events_page(
             c, ws, store.EventFilter(), limit=51, older_than=deep
         ),
-        "ingest order replay (500)": lambda c: store.read_events_since(
+        "ingest order replay (500)": lambda c: read_events_since(
             c, ws, after_xid=0, after_seq=0, limit=500
         ),
         "event by id": lambda c: store.read_event_by_id(c, ws, event_id),

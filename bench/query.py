@@ -33,12 +33,12 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from auditlog import accounts
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
 from auditlog.runtime import migrate
 from auditlog.schema.inputs import AuditEventFilter
+from auditlog.services import keys as key_service
+from auditlog.services.ingest import Ingestor
 from auditlog.storage.database import create_pool
 from auditlog.storage.events import TimePosition, page_connection
 from bench.common import server_process, with_database
@@ -164,7 +164,7 @@ async def run_benchmark(url: str, requests: int, deep_page: int) -> None:
                 "SELECT count(*) FROM audit_event_ids WHERE workspace_id = $1", BIG
             )
         print(f"\npool plan_cache_mode = {mode}; {partitions} partitions; {in_big:,} in {BIG}")
-        key = await accounts.create_key(
+        key = await key_service.create_key(
             pool, Ingestor(pool, GeoIP(None)), workspace_id=BIG, role="admin"
         )
         env = {

@@ -22,8 +22,8 @@ import strawberry
 from auditlog.cursors import CursorCodec
 from auditlog.paging import Page
 from auditlog.resolvers.events import connection_from_page
+from auditlog.resolvers.root import build_schema
 from auditlog.schema.inputs import AuditEventFilter
-from auditlog.schema.root import build_schema
 from auditlog.schema.types import AuditEventConnection, EventCategory
 from auditlog.storage.events import (
     PageBounds,

@@ -34,14 +34,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from auditlog import accounts
-from auditlog.auth import Principal
 from auditlog.config import Settings
+from auditlog.model import Principal
 from auditlog.runtime import open_services
-from auditlog.storage.events import read_events_since
+from auditlog.services import workspaces as workspace_service
+from auditlog.services.streams import StreamingAdmin, authorize
 from auditlog.streaming.config import WebhookConfig
-from auditlog.streaming.destinations import StreamingAdmin, authorize
-from bench.common import Timer, free_port, fresh_database, percentile
+from bench.common import Timer, free_port, fresh_database, percentile, read_events_since
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 
@@ -121,7 +120,7 @@ async def main() -> None:
         )
         try:
             async with open_services(settings, run_migrations=False) as services:
-                await accounts.create_workspace(services.pool, "bench", "enterprise")
+                await workspace_service.create_workspace(services.pool, "bench", "enterprise")
                 admin = StreamingAdmin(services.pool, services.ingestor, settings)
                 caller = await authorize(services.pool, Principal("bench", "admin", key_id="b"))
                 created = await admin.create(

@@ -23,10 +23,11 @@ import httpx
 import pytest
 import uvicorn
 
-from auditlog import accounts
 from auditlog.app import create_app
 from auditlog.config import Settings
 from auditlog.runtime import Services, migrate
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from auditlog.storage.database import start_embedded
 from tests.geoip import build_city_mmdb
 
@@ -245,10 +246,10 @@ async def create_workspace_keys(
     services: Services, http: httpx.AsyncClient, plan: str = "enterprise", **kw: Any
 ) -> WorkspaceKeys:
     ws_id = f"ws-{uuid.uuid4().hex[:12]}"
-    await accounts.create_workspace(services.pool, ws_id, plan, kw.get("retention_days"))
+    await workspace_service.create_workspace(services.pool, ws_id, plan, kw.get("retention_days"))
     keys = {}
     for role in ("admin", "owner", "member", "ingest"):
-        created = await accounts.create_key(
+        created = await key_service.create_key(
             services.pool, services.ingestor, workspace_id=ws_id, role=role
         )
         keys[role] = created.key

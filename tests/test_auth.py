@@ -9,8 +9,8 @@ import asyncpg
 import jwt
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import keys as key_service
 from tests.conftest import JWT_SECRET, WorkspaceKeys, create_workspace_keys, event
 
 READ = "{ workspace { id plan } }"
@@ -29,11 +29,11 @@ async def test_missing_bad_and_revoked_tokens_are_401(
     assert (
         await http.post("/graphql", json={"query": READ}, headers=workspace.auth(forged))
     ).status_code == 401
-    created = await accounts.create_key(
+    created = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
     )
     assert (await workspace.gql(READ, key=created.key))["data"]["workspace"]["id"] == workspace.id
-    await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
+    await key_service.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
     revoked = await http.post("/graphql", json={"query": READ}, headers=workspace.auth(created.key))
     assert revoked.status_code == 401
 
@@ -70,7 +70,7 @@ async def test_workspace_key_cannot_write_into_another_workspace(
 async def test_platform_key_writes_to_named_workspaces(
     workspace: WorkspaceKeys, services: Services
 ) -> None:
-    platform = await accounts.create_key(
+    platform = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=None, role="ingest"
     )
     missing = await workspace.ingest([event()], key=platform.key)
@@ -132,10 +132,10 @@ async def test_console_jwt_sessions(workspace: WorkspaceKeys) -> None:
 async def test_key_creation_and_revocation_are_audited(
     workspace: WorkspaceKeys, services: Services
 ) -> None:
-    created = await accounts.create_key(
+    created = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=workspace.id, role="member", name="ci"
     )
-    await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
+    await key_service.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
     body = await workspace.gql(
         '{ auditEvents(filter: {actions: ["audit_log.api_key.*"]}, first: 50) '
         "{ edges { node { action targets { id } metadata } } } }"
@@ -156,7 +156,7 @@ async def test_a_key_is_not_created_or_revoked_without_its_audit_event(
     cannot be written (here the database refuses it, by a trigger the test puts
     on the idempotency ledger for this workspace), no key is created and no
     revocation sticks."""
-    created = await accounts.create_key(
+    created = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=workspace.id, role="admin", name="keep"
     )
     owner = await asyncpg.connect(database_url)
@@ -176,11 +176,11 @@ async def test_a_key_is_not_created_or_revoked_without_its_audit_event(
             "SELECT count(*) FROM api_keys WHERE workspace_id = $1", workspace.id
         )
         with pytest.raises(asyncpg.RaiseError):
-            await accounts.create_key(
+            await key_service.create_key(
                 services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
             )
         with pytest.raises(asyncpg.RaiseError):
-            await accounts.revoke_key(
+            await key_service.revoke_key(
                 services.pool, services.ingestor, created.id, bus=services.bus
             )
         after = await owner.fetchval(

@@ -25,11 +25,11 @@ import jwt
 import pytest
 from playwright.async_api import Browser, Download, Locator, Route, async_playwright, expect
 
-from auditlog import accounts
 from auditlog.integrity import merkle
 from auditlog.integrity.notes import VerifierKey, open_checkpoint
 from auditlog.runtime import Services
 from auditlog.services import integrity as integrity_service
+from auditlog.services import keys as key_service
 from tests.browser import (
     AXE_SCRIPT,
     BROWSER_ZONE,
@@ -411,7 +411,7 @@ async def test_export_csv_downloads_the_filtered_events(
 async def test_export_of_several_parts_downloads_every_part_at_once(
     console: ConsolePage, workspace: WorkspaceKeys, tmp_path: Path
 ) -> None:
-    # 10,000 rows a file (API.md): 10,004 events make two parts.
+    # 10,000 rows a file (docs/exports.md): 10,004 events make two parts.
     events = [
         event("ai.api_key.used", occurredAt=ago(100 - i / 200), metadata={"n": i})
         for i in range(10_004)
@@ -495,14 +495,14 @@ async def test_live_tail_resumes_after_a_dropped_connection_without_losing_event
 async def test_live_tail_with_a_revoked_key_returns_to_sign_in(
     console: ConsolePage, workspace: WorkspaceKeys, services: Services
 ) -> None:
-    created = await accounts.create_key(
+    created = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=workspace.id, role="admin"
     )
     page = console.page
     await console.signed_in(created.key)
     await page.get_by_label("Live tail").check()
     await expect(page.locator("#live-status")).to_contain_text("Live")
-    await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
+    await key_service.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
     # The service closes the open socket with 4401 (within 5 s): no reconnect needed.
     alert = page.get_by_role("alert")
     await expect(alert).to_contain_text("401", timeout=5_000)

@@ -84,7 +84,7 @@ def assert_refused(text: str) -> None:
 
 
 def base(**overrides: Any) -> dict[str, Any]:
-    """A stored payload as the ingest service writes it (auditlog/ingest/service.py)."""
+    """A stored payload as the ingest service writes it (auditlog/services/ingest.py)."""
     payload: dict[str, Any] = {
         "id": "0193f5a2-7c1e-7d3a-9b2e-0c5d6e7f8a9b",
         "workspaceId": "acme",

@@ -18,8 +18,8 @@ from graphql import get_introspection_query
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionResult
 
+from auditlog.resolvers.root import build_schema
 from auditlog.schema import execution
-from auditlog.schema.root import build_schema
 from auditlog.schema.types import (
     Actor,
     ActorType,
@@ -236,8 +236,7 @@ async def test_a_page_of_plain_fields_takes_the_fast_path_whole() -> None:
 def test_stored_timestamps_read_as_the_strict_parser_reads_them() -> None:
     """Events are built from stored payloads with a faster reading of their
     timestamps; it gives what parse_timestamp gives, canonical or not."""
-    from auditlog.ingest.canonical import format_timestamp
-    from auditlog.ingest.validate import parse_timestamp
+    from auditlog.model import format_timestamp, parse_timestamp
     from auditlog.schema.types import _stored_time
 
     rng = random.Random(5)

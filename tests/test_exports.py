@@ -19,16 +19,15 @@ import jwt
 import orjson
 import pytest
 
-from auditlog.auth import Principal
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
 from auditlog.integrity.bundle import verify_bundle
 from auditlog.integrity.notes import NoteSigner, VerifierKey, open_checkpoint
+from auditlog.model import EventFilter, Principal
 from auditlog.runtime import Services, download_slots_for
+from auditlog.services import exports as export_service
 from auditlog.services import integrity as integrity_service
-from auditlog.storage.events import EventFilter
 from tests.conftest import (
     JWT_SECRET,
     SECRET_KEY,

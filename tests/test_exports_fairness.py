@@ -20,13 +20,12 @@ import asyncpg
 import httpx
 import pytest
 
-from auditlog.auth import Principal
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
+from auditlog.model import EventFilter, Principal
 from auditlog.runtime import DownloadSlots, Services
+from auditlog.services import exports as export_service
 from auditlog.services import integrity as integrity_service
-from auditlog.storage.events import EventFilter
 from auditlog.storage.exports import ExportRow
 from tests.conftest import (
     RunningService,

@@ -11,12 +11,11 @@ from typing import Any
 import httpx
 import orjson
 
-from auditlog.auth import Principal
-from auditlog.exports import service as export_service
 from auditlog.exports.links import ExportLinks
+from auditlog.model import EventFilter, Principal
 from auditlog.ocsf import to_ocsf
 from auditlog.runtime import Services
-from auditlog.storage.events import EventFilter
+from auditlog.services import exports as export_service
 from tests.conftest import SECRET_KEY, WorkspaceKeys, event
 from tests.exports_support import download
 from tests.ocsf_support import assert_valid_ocsf

@@ -9,12 +9,11 @@ import asyncpg
 import httpx
 import pytest
 
-from auditlog.auth import Principal
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
+from auditlog.model import EventFilter, Principal
 from auditlog.runtime import Services
-from auditlog.storage.events import EventFilter
+from auditlog.services import exports as export_service
 from tests.conftest import (
     WorkspaceKeys,
     create_workspace_keys,

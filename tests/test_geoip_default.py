@@ -15,10 +15,11 @@ import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
-from auditlog import accounts
 from auditlog.demo import DEMO_WORKSPACE, load_demo_events
 from auditlog.ingest.enrich import GeoIP, country_default_available
 from auditlog.runtime import Services
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from tests.browser import open_console
 from tests.conftest import (
     RunningService,
@@ -132,9 +133,9 @@ async def test_console_credits_db_ip_only_while_it_locates(
 
 async def test_demo_events_have_countries(default_service: RunningService) -> None:
     services: Services = default_service.services
-    await accounts.create_workspace(services.pool, DEMO_WORKSPACE, "enterprise")
+    await workspace_service.create_workspace(services.pool, DEMO_WORKSPACE, "enterprise")
     assert await load_demo_events(services.ingestor, count=500) > 0
-    key = await accounts.create_key(
+    key = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=DEMO_WORKSPACE, role="admin"
     )
     async with httpx.AsyncClient(base_url=default_service.base_url, timeout=30) as client:

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
 
 
@@ -113,7 +113,7 @@ async def test_the_guard_is_back_on_after_the_purge_function_returns(
 async def test_purge_log_and_plan_history_are_append_only_even_for_the_owner(
     services: Services, workspace: WorkspaceKeys, owner: asyncpg.Connection
 ) -> None:
-    await accounts.set_plan(services.pool, workspace.id, "professional")
+    await workspace_service.set_plan(services.pool, workspace.id, "professional")
     history = await owner.fetch(
         "SELECT plan, retention_days, changed_by FROM workspace_plan_history "
         "WHERE workspace_id = $1 ORDER BY changed_at",

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 
-from auditlog import accounts
 from auditlog.jcs import jcs_dumps
 from auditlog.runtime import Services
+from auditlog.services import keys as key_service
 from tests.conftest import WorkspaceKeys, event
 
 COUNT_QUERY = "SELECT count(*) FROM audit_events WHERE workspace_id = $1"
@@ -42,7 +42,7 @@ async def test_event_without_id_gets_a_uuid(workspace: WorkspaceKeys) -> None:
 
 
 async def test_minimal_event_is_accepted_as_the_systems(workspace: WorkspaceKeys) -> None:
-    """Only occurredAt and action are required (API.md): an event without an
+    """Only occurredAt and action are required (docs/ingest.md): an event without an
     actor is stored with a SYSTEM actor, and reads back like any other."""
     minimal = {
         "occurredAt": datetime.now(UTC).isoformat(),
@@ -304,7 +304,7 @@ async def test_service_actions_are_refused_from_every_key(
 ) -> None:
     """Only the service writes audit_log.* events: no key, not even a platform key,
     can forge one, and a refused batch stores nothing."""
-    platform = await accounts.create_key(
+    platform = await key_service.create_key(
         services.pool, services.ingestor, workspace_id=None, role="ingest"
     )
     actions = [

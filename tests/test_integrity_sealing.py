@@ -23,9 +23,9 @@ import httpx
 import orjson
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
 from auditlog.services import integrity as svc
+from auditlog.services import workspaces as workspace_service
 from tests import integrity_verifier as v
 from tests.conftest import (
     SECRET_KEY,
@@ -477,7 +477,7 @@ async def test_a_retention_purge_keeps_the_tree_verifiable(module: Module) -> No
     held = v.open_checkpoint((await checkpoints(ws))[-1]["signedNote"], key)
     before = {e["id"]: e for e in await events(ws)}
 
-    await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
+    await workspace_service.set_plan(services.pool, ws.id, "enterprise", SHORTER)
     no_grace = {"AUDITLOG_RETENTION_GRACE_DAYS": "0"}  # the cut applies at once
     for _ in range(50):  # another test's or process's pass may hold the lock
         code, out, err = await run_auditlog(module.url, module.data_dir, "maintain", env=no_grace)

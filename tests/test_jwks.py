@@ -17,7 +17,8 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from auditlog import accounts
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from tests.conftest import (
     JWT_SECRET,
     RunningService,
@@ -64,7 +65,7 @@ def _claims(workspace: str, **extra: object) -> dict[str, object]:
 
 async def test_rs256_session_from_jwks(jwks_service: RunningService) -> None:
     services = jwks_service.services
-    await accounts.create_workspace(services.pool, "jwks-acme", "enterprise")
+    await workspace_service.create_workspace(services.pool, "jwks-acme", "enterprise")
     query = {"query": "{ workspace { id } }"}
     good = jwt.encode(_claims("jwks-acme"), PRIVATE_KEY, algorithm="RS256", headers={"kid": "k1"})
     forged = jwt.encode(_claims("jwks-acme"), OTHER_KEY, algorithm="RS256", headers={"kid": "k1"})
@@ -112,8 +113,8 @@ async def test_a_slow_identity_provider_cannot_hold_the_pool(
         running = await start_service(settings)
         try:
             services = running.services
-            await accounts.create_workspace(services.pool, "jwks-slow", "enterprise")
-            key = await accounts.create_key(
+            await workspace_service.create_workspace(services.pool, "jwks-slow", "enterprise")
+            key = await key_service.create_key(
                 services.pool, services.ingestor, workspace_id="jwks-slow", role="admin"
             )
             query = {"query": "{ workspace { id } }"}

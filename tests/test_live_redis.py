@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from auditlog import accounts
+from auditlog.services import keys as key_service
 from tests.conftest import (
     SECRET_KEY,
     RunningService,
@@ -228,7 +228,7 @@ async def test_a_revocation_on_one_instance_closes_the_socket_on_another_through
             op = await on_first.subscribe(PRODUCT)
             await asyncio.sleep(0.5)
             services = second.services
-            await accounts.revoke_key(
+            await key_service.revoke_key(
                 services.pool, services.ingestor, created.id, bus=services.bus
             )
             started = time.monotonic()
@@ -253,7 +253,7 @@ async def test_with_the_bus_down_the_periodic_recheck_still_closes_within_5s(
             await asyncio.sleep(0.5)
             own_redis.stop()
             # The notice cannot be published; the revocation itself stands.
-            row = await accounts.revoke_key(
+            row = await key_service.revoke_key(
                 services.pool, services.ingestor, created.id, bus=services.bus
             )
             assert row.revoked_at is not None

@@ -15,8 +15,8 @@ import asyncpg
 import jwt
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import keys as key_service
 from tests.conftest import (
     JWT_SECRET,
     RunningService,
@@ -38,8 +38,8 @@ CREATE_DESTINATION = """mutation ($input: CreateStreamingDestinationInput!) {
 }"""
 
 
-async def new_admin_key(services: Services, workspace_id: str) -> accounts.CreatedKey:
-    return await accounts.create_key(
+async def new_admin_key(services: Services, workspace_id: str) -> key_service.CreatedKey:
+    return await key_service.create_key(
         services.pool, services.ingestor, workspace_id=workspace_id, role="admin"
     )
 
@@ -168,7 +168,7 @@ async def test_revocation_through_the_accounts_api_closes_sockets_at_once(
     async with live_client(rare_recheck.base_url, created.key) as client:
         op = await client.subscribe(PRODUCT)
         await asyncio.sleep(0.3)
-        await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
+        await key_service.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
         started = time.monotonic()
         await assert_closed_4401(client, within=1.0)
         assert time.monotonic() - started < 1.0
@@ -223,7 +223,7 @@ async def test_npm_graphql_ws_client_sees_4401_on_revocation(
     try:
         assert json.loads(await asyncio.wait_for(proc.stdout.readline(), 20)) == {"connected": True}
         await asyncio.sleep(0.5)
-        await accounts.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
+        await key_service.revoke_key(services.pool, services.ingestor, created.id, bus=services.bus)
         assert await asyncio.wait_for(proc.wait(), CLOSE_WITHIN) == 2
         error = (await proc.stderr.read()).decode()
     finally:

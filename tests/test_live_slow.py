@@ -9,7 +9,7 @@ from typing import Any
 
 import websockets
 
-from auditlog.storage.events import EventFilter
+from auditlog.model import EventFilter
 from auditlog.streaming.tail import LiveHub
 from tests.conftest import RunningService, WorkspaceKeys, event
 from tests.live_client import EDGE_DOC, live_client, ws_url

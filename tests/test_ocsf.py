@@ -16,8 +16,8 @@ from auditlog.catalog import CATALOG, CATEGORY_OF
 from auditlog.ingest.validate import Actor, EventIn, Target, parse_ip
 from auditlog.ocsf import MAPPING, OCSF_VERSION, PRODUCT, Subject, epoch_ms, to_ocsf
 from auditlog.runtime import Services
+from auditlog.services.streams import test_event as destination_test_event
 from auditlog.storage.streams import DestinationRow
-from auditlog.streaming.destinations import test_event as destination_test_event
 from tests.conftest import WorkspaceKeys, event
 from tests.ocsf_support import (
     NEWEST_VERSION,

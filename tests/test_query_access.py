@@ -11,9 +11,9 @@ import orjson
 from gql import Client, gql
 from gql.transport.httpx import HTTPXAsyncTransport
 
-from auditlog import accounts
 from auditlog.catalog import CATALOG
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
 
 DETAIL = """query($id: ID!) { auditEvent(id: $id) { id action category payload metadata
@@ -246,7 +246,7 @@ async def test_events_past_retention_are_never_returned(
         old["id"],
         recent["id"],
     }
-    await accounts.set_plan(services.pool, workspace.id, "enterprise", 5)
+    await workspace_service.set_plan(services.pool, workspace.id, "enterprise", 5)
     listed = await workspace.gql(LIST, query)
     assert [e["node"]["id"] for e in listed["data"]["auditEvents"]["edges"]] == [recent["id"]]
     assert (await workspace.gql(DETAIL, {"id": old["id"]}))["data"]["auditEvent"] is None

@@ -21,10 +21,11 @@ import pytest
 
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.exports import service as export_service
 from auditlog.runtime import Services, migrate
-from auditlog.storage.events import read_events_since, read_safe_watermark
+from auditlog.services import exports as export_service
+from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.exports import ExportRow
+from auditlog.storage.live import LiveEvent, read_live_events
 from tests.conftest import (
     RunningService,
     WorkspaceKeys,
@@ -104,9 +105,15 @@ async def ingest(workspace: WorkspaceKeys, count: int) -> list[str]:
 
 async def ids_since(conn: asyncpg.Connection, workspace_id: str) -> list[str]:
     """The workspace's file.uploaded events a resuming reader gets, in ingest order."""
-    rows = await read_events_since(conn, workspace_id, after_xid=0, after_seq=0, limit=1000)
-    events = [orjson.loads(r.payload) for r in rows]
-    return [e["id"] for e in events if e["action"] == "file.uploaded"]
+    rows = await resumed(conn, workspace_id)
+    return [orjson.loads(r.payload)["id"] for r in rows if r.action == "file.uploaded"]
+
+
+async def resumed(conn: asyncpg.Connection, workspace_id: str) -> list[LiveEvent]:
+    """What a reader resuming from the start reads on `conn`: final events, in order."""
+    return await read_live_events(
+        conn, workspace_id, after=(0, 0), limit=1000, retention_start=None
+    )
 
 
 async def shown_on_standby(services: Services, row: ExportRow) -> bool:
@@ -183,7 +190,7 @@ async def test_paused_replay_never_passed_and_read_your_writes_fall_back_to_the_
         assert await page_ids(workspace) == before
         watermark = await read_safe_watermark(standby)
         assert await ids_since(standby, workspace.id) == before
-        rows = await read_events_since(standby, workspace.id, after_xid=0, after_seq=0, limit=100)
+        rows = await resumed(standby, workspace.id)
         assert all((row.xid, row.seq) < watermark for row in rows)
         assert await read_safe_watermark(standby) == watermark  # replay paused: it stays
 

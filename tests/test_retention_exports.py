@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from tests.conftest import create_workspace_keys, event
 from tests.exports_support import create_export, download
 
@@ -26,7 +26,7 @@ async def test_download_after_a_downgrade_shows_only_the_new_window(
     before = json.loads((await download(http, part["url"])).content)
     assert {e["id"] for e in before} == {old["id"], recent["id"]}
 
-    await accounts.set_plan(services.pool, ws.id, "early_access")
+    await workspace_service.set_plan(services.pool, ws.id, "early_access")
 
     after = json.loads((await download(http, part["url"])).content)
     assert [e["id"] for e in after] == [recent["id"]]

@@ -18,10 +18,11 @@ import asyncpg
 import httpx
 import pytest
 
-from auditlog import accounts
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
 from auditlog.runtime import Services
+from auditlog.services import keys as key_service
+from auditlog.services import workspaces as workspace_service
 from auditlog.storage.retention import read_purge_records
 from tests.conftest import SECRET_KEY, WorkspaceKeys, create_workspace_keys, event
 
@@ -107,7 +108,7 @@ async def keys_for(services: Services, http: httpx.AsyncClient, name: str) -> Wo
     """Admin and ingest keys for a workspace the command created."""
     made = {
         role: (
-            await accounts.create_key(
+            await key_service.create_key(
                 services.pool, services.ingestor, workspace_id=name, role=role
             )
         ).key
@@ -345,7 +346,7 @@ async def test_a_legal_hold_stops_every_purge_until_released(
             await owner.execute(statement, held.id)
 
     for ws in (held, sharing):
-        await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
+        await workspace_service.set_plan(services.pool, ws.id, "enterprise", SHORTER)
     out = await maintain(services, data_dir, grace=0)
     # The month held and sharing have to themselves stays; sharing's rows go one by one.
     assert await partition_exists(owner, "audit_events_2006_04")

@@ -13,10 +13,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from auditlog import accounts
 from auditlog.jobs.maintenance import MAINTENANCE_LOCK_KEY, MaintenanceReport, run_maintenance
 from auditlog.jobs.scheduler import MaintenanceScheduler
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from auditlog.storage.retention import read_purge_records
 from tests.conftest import (
     WorkspaceKeys,
@@ -80,7 +80,7 @@ async def test_downgrade_then_maintain_keeps_only_the_new_window(
         "SELECT count(*) FROM audit_events WHERE workspace_id = $1", other.id
     )
 
-    await accounts.set_plan(services.pool, workspace.id, "early_access")
+    await workspace_service.set_plan(services.pool, workspace.id, "early_access")
     await maintain(services)
 
     horizon = now - timedelta(days=90)
@@ -110,7 +110,7 @@ async def test_a_month_only_expired_workspaces_hold_is_dropped_whole(
         assert (await ws.ingest(at(2001, 3, 10))).status_code == 202
     assert await partition_exists(owner, "audit_events_2001_03")
     for ws in (a, b):
-        await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
+        await workspace_service.set_plan(services.pool, ws.id, "enterprise", SHORTER)
 
     report = await maintain(services)
 
@@ -140,7 +140,7 @@ async def test_a_month_shared_with_a_workspace_that_keeps_its_rows_is_purged_by_
     )
     assert (await expiring.ingest(at(2002, 6, 25))).status_code == 202
     assert (await keeping.ingest(at(2002, 6, 4))).status_code == 202
-    await accounts.set_plan(services.pool, expiring.id, "enterprise", SHORTER)
+    await workspace_service.set_plan(services.pool, expiring.id, "enterprise", SHORTER)
 
     await maintain(services)  # batches of 7: four short transactions for 25 rows
 
@@ -160,7 +160,7 @@ async def test_two_runners_at_once_do_the_work_once(
     other = await century_workspace(services, http)
     assert (await ws.ingest(at(2003, 2, 30))).status_code == 202
     assert (await other.ingest(at(2003, 2, 1))).status_code == 202
-    await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
+    await workspace_service.set_plan(services.pool, ws.id, "enterprise", SHORTER)
 
     reports = await asyncio.gather(
         *(run_maintenance(services.database_url, batch_size=3, grace_days=0) for _ in range(2))
@@ -178,7 +178,7 @@ async def test_a_runner_finding_the_lock_taken_does_nothing(
 ) -> None:
     ws = await century_workspace(services, http)
     assert (await ws.ingest(at(2004, 9, 5))).status_code == 202
-    await accounts.set_plan(services.pool, ws.id, "enterprise", SHORTER)
+    await workspace_service.set_plan(services.pool, ws.id, "enterprise", SHORTER)
     other_process = await asyncpg.connect(services.database_url)
     try:
         assert await other_process.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_KEY)

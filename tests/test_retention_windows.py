@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from tests.conftest import WorkspaceKeys, create_workspace_keys, event
 
 EVENTS_QUERY = "{ auditEvents(first: 500) { edges { node { id occurredAt } } } }"
@@ -80,7 +80,7 @@ async def test_queries_follow_the_plan_at_once(
         ("enterprise", None, {"d30", "d200", "d400"}, None),
     ]
     for plan, custom, names, days in expected:
-        await accounts.set_plan(services.pool, workspace.id, plan, custom)
+        await workspace_service.set_plan(services.pool, workspace.id, plan, custom)
         assert await plan_of(workspace) == {
             "id": workspace.id,
             "plan": plan.upper(),
@@ -99,7 +99,7 @@ async def test_time_filters_cannot_reach_past_retention(
     ws = await create_workspace_keys(services, http, "professional")
     old, recent = event(occurredAt=days_ago(300)), event(occurredAt=days_ago(5))
     assert (await ws.ingest([old, recent])).status_code == 202
-    await accounts.set_plan(services.pool, ws.id, "early_access")
+    await workspace_service.set_plan(services.pool, ws.id, "early_access")
     body = await ws.gql(
         """query($from: DateTime!) {
                auditEvents(filter: {occurredFrom: $from, actions: ["user.login.*"]}) {

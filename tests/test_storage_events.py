@@ -12,10 +12,10 @@ import asyncpg
 import orjson
 import pytest
 
+from auditlog.model import EventFilter
 from auditlog.runtime import Services
 from auditlog.storage import events as event_store
 from auditlog.storage.database import EITHER_PLANS, acquire_with_plans, create_pool
-from auditlog.storage.events import EventFilter
 from tests.conftest import WorkspaceKeys, event
 
 

@@ -9,7 +9,8 @@ import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from auditlog.auth import Principal, authenticate
+from auditlog.auth import authenticate
+from auditlog.model import Principal
 from auditlog.runtime import Services
 from auditlog.storage.database import DATABASE_UNAVAILABLE as DATABASE_UNAVAILABLE
 

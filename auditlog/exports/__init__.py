@@ -1,1 +1,2 @@
-"""Exports: signed download links and the file formats (CSV, JSON, NDJSON)."""
+"""Exports: signed download links, proof bundles and the file formats (CSV, JSON, NDJSON).
+Creating and listing exports is services/exports.py."""

@@ -14,26 +14,11 @@ validates, so that most events take orjson's path and the rest `jcs_dumps`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from auditlog.jcs import MAX_SAFE_INTEGER, jcs_dumps, number_text
-
-
-def format_timestamp(value: datetime) -> str:
-    """RFC 3339 in UTC with microseconds: 2026-11-28T10:00:00.000000Z."""
-    v = value.astimezone(UTC)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - twice as fast as strftime
-        v.year,
-        v.month,
-        v.day,
-        v.hour,
-        v.minute,
-        v.second,
-        v.microsecond,
-    )
 
 
 def float_for_orjson(value: float) -> int | float | None:

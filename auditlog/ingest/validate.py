@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,11 +17,11 @@ from typing import Any
 
 import orjson
 
-from auditlog.catalog import CATEGORY_OF, MAIL_CONTENT_KEYS, Category
+from auditlog.catalog import CATEGORY_OF, MAIL_CONTENT_KEYS
 from auditlog.errors import FieldError
 from auditlog.ingest.canonical import float_for_orjson
 from auditlog.jcs import MAX_SAFE_INTEGER
-from auditlog.storage.events import IPAddress
+from auditlog.model import Category, IPAddress, parse_timestamp
 
 MAX_EVENTS = 1000
 MAX_BODY_BYTES = 5 * 1024 * 1024
@@ -131,31 +130,9 @@ def _opt_str(
     return value
 
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})?$"
-)
 # Nothing in an audit log happened before this; it also keeps every date far
 # from datetime's limits and the partition range sane.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def parse_timestamp(value: Any) -> datetime:
-    """An RFC 3339 timestamp with a time zone, in UTC; raises ValueError otherwise."""
-    match = _RFC3339.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError("must be an RFC 3339 timestamp such as 2026-11-28T10:00:00Z")
-    text = value
-    fraction = match.group(1)
-    if fraction and len(fraction) > 7:  # Python keeps microseconds: drop finer digits
-        text = value[: match.start(1)] + fraction[:7] + value[match.end(1) :]
-    text = text.upper().replace(" ", "T")
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError("must carry a time zone (Z or an offset)")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("must be a date between years 1 and 9999 in UTC") from None
 
 
 def _actor(raw: Any, errors: _Errors) -> Actor | None:

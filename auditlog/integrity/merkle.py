@@ -29,9 +29,14 @@ def largest_power_of_two_below(n: int) -> int:
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
     """Root of a complete subtree given its 2**h bottom hashes, left to right."""
+    sha256 = hashlib.sha256  # inlined node_hash: a seal computes about one per leaf
     level = list(hashes)
     while len(level) > 1:
-        level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        pairs = iter(level)
+        level = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(pairs, pairs, strict=True)
+        ]
     return level[0]
 
 

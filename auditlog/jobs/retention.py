@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from auditlog.ingest.canonical import format_timestamp
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
+from auditlog.model import format_timestamp
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import audited
 from auditlog.storage import retention as store
 from auditlog.storage.retention import PurgeRecord
 
@@ -59,19 +59,17 @@ async def _record(
     # On the owner's connection: no address to look up, nobody to notify (live
     # tails and streams find the events by polling).
     service_events = Ingestor(None, GeoIP(None, quiet=True, country_default=False))
-    async with conn.transaction():
+    async with audited(conn, service_events) as audit:
         await store.insert_purge_record(conn, record)
         for workspace_id, count in sorted(events_by_workspace.items()):
             if count:
-                await record_service_event(
-                    service_events,
+                await audit.record(
                     workspace_id,
                     "audit_log.retention.purged",
                     metadata={
                         "events": count,
                         "occurredBefore": format_timestamp(record.purged_before),
                     },
-                    conn=conn,
                 )
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from auditlog.errors import AuthError
+from auditlog.errors import AuthError, BadInputError
 from auditlog.schema.context import Context, operation_memo
-from auditlog.storage.dead_letters import DeadLetterRow
-from auditlog.streaming import dead_letters
-from auditlog.streaming.config import DestinationConfig
-from auditlog.streaming.destinations import (
+from auditlog.schema.limits import DEAD_LETTERS_DEFAULT, PAGE_MAX
+from auditlog.services import dead_letters
+from auditlog.services.streams import (
     Caller,
     CreatedDestination,
     DeliveryTest,
@@ -18,6 +17,8 @@ from auditlog.streaming.destinations import (
     StreamingAdmin,
     authorize,
 )
+from auditlog.storage.dead_letters import DeadLetterRow
+from auditlog.streaming.config import DestinationConfig
 
 
 async def _admin(ctx: Context) -> tuple[StreamingAdmin, Caller]:
@@ -89,7 +90,10 @@ async def test_destination(ctx: Context, id: str) -> DeliveryTest:
 
 async def list_dead_letters(ctx: Context, id: str, first: int | None) -> list[DeadLetterRow]:
     admin, caller = await _admin(ctx)
-    return await dead_letters.list_dead_letters(admin.pool, caller, id, first)
+    size = DEAD_LETTERS_DEFAULT if first is None else first
+    if not 0 <= size <= PAGE_MAX:
+        raise BadInputError("first", f"must be between 0 and {PAGE_MAX}")
+    return await dead_letters.list_dead_letters(admin.pool, caller, id, size)
 
 
 async def retry_dead_letters(ctx: Context, id: str) -> int:

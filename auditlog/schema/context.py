@@ -6,19 +6,60 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+import asyncpg
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info as StrawberryInfo
 
-from auditlog.auth import Principal
+from auditlog.auth import SessionTokens
+from auditlog.config import Settings
+from auditlog.cursors import CursorCodec
 from auditlog.errors import AuthError
-from auditlog.runtime import Services
+from auditlog.exports.slots import DownloadSlots, ExportCounters
+from auditlog.integrity.keys import SigningKeys
+from auditlog.model import Principal
+from auditlog.services.ingest import Ingestor
+from auditlog.streaming.tail import LiveHub
+
+
+class ApiServices(Protocol):
+    """What the API reads from the process: the runtime's Services has all of it, and
+    the schema need not know the runtime that wires it."""
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def ingestor(self) -> Ingestor: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def cursors(self) -> CursorCodec: ...
+
+    @property
+    def sessions(self) -> SessionTokens: ...
+
+    @property
+    def signing_keys(self) -> SigningKeys: ...
+
+    @property
+    def live(self) -> LiveHub | None: ...
+
+    @property
+    def export_counters(self) -> ExportCounters: ...
+
+    @property
+    def download_slots(self) -> DownloadSlots: ...
+
+    def read_pool(self) -> asyncpg.Pool: ...
 
 
 @dataclass
 class Context:
-    services: Services
+    services: ApiServices
     principal: Principal | None
     request_id: str
     request: Any = None

@@ -9,8 +9,8 @@ import strawberry
 
 from auditlog.catalog import expand_action_pattern
 from auditlog.errors import BadInputError
+from auditlog.model import EventFilter
 from auditlog.schema.types import EventCategory
-from auditlog.storage.events import EventFilter
 
 MAX_FILTER_VALUES = 100
 

@@ -7,8 +7,7 @@ from typing import Any
 
 import strawberry
 
-from auditlog.ingest.canonical import format_timestamp
-from auditlog.ingest.validate import parse_timestamp
+from auditlog.model import format_timestamp, parse_timestamp
 
 
 def _parse_datetime(value: Any) -> datetime:

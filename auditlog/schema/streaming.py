@@ -1,4 +1,4 @@
-"""GraphQL types, inputs and root fields of log streaming (API.md, Log streaming)."""
+"""GraphQL types, inputs and root fields of log streaming (docs/streaming.md)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from strawberry.scalars import JSON
 from auditlog.resolvers import streaming as resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.types import EventCategory, EventFormat
+from auditlog.services.streams import CreatedDestination, DeliveryTest, DestinationView
 from auditlog.storage.dead_letters import DeadLetterRow
 from auditlog.streaming import config as cfg
-from auditlog.streaming.destinations import CreatedDestination, DeliveryTest, DestinationView
 
 
 @strawberry.enum

@@ -12,20 +12,16 @@ import strawberry
 from strawberry.scalars import JSON
 
 from auditlog.catalog import CatalogEntry
-from auditlog.ingest.validate import parse_timestamp
+from auditlog.model import Category, Plan, WorkspaceRow, parse_timestamp
 from auditlog.resolvers import integrity as integrity_resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.integrity import InclusionProof
-from auditlog.storage.workspaces import WorkspaceRow
 
-
-@strawberry.enum
-class EventCategory(Enum):
-    AUTHENTICATION = "AUTHENTICATION"
-    WORKSPACE = "WORKSPACE"
-    DATA = "DATA"
-    COMMUNICATION = "COMMUNICATION"
-    AI = "AI"
+# The GraphQL enums of categories and plans are the model's enums themselves, so a
+# value converts without a table and the two can never drift apart.
+EventCategory = Category
+strawberry.enum(Category, name="EventCategory")
+strawberry.enum(Plan, name="Plan")
 
 
 @strawberry.enum(
@@ -44,13 +40,6 @@ class ActorType(Enum):
     USER = "USER"
     SYSTEM = "SYSTEM"
     API_KEY = "API_KEY"
-
-
-@strawberry.enum
-class Plan(Enum):
-    EARLY_ACCESS = "EARLY_ACCESS"
-    PROFESSIONAL = "PROFESSIONAL"
-    ENTERPRISE = "ENTERPRISE"
 
 
 @strawberry.type

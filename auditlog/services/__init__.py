@@ -1,2 +1,3 @@
-"""The verbs of the service; each takes a connection and leaves the transaction to its caller
-unless it says otherwise."""
+"""The verbs of the service: ingest, exports and proofs, streaming destinations and
+their dead letters, workspaces, keys, integrity. A change and the audit_log.* event
+about it commit together (service_events.audited, docs/architecture.md)."""

@@ -8,7 +8,6 @@ commits late is never skipped (docs/architecture.md).
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -18,15 +17,13 @@ from typing import NamedTuple
 
 import asyncpg
 
+from auditlog.model import EventFilter, IPAddress
 from auditlog.storage.database import (
     CUSTOM_PLANS,
     GENERIC_PLANS,
     acquire_with_plans,
     plan_mode_of,
 )
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The safe watermark: the oldest transaction still running in the statement's
 # snapshot that could have written to this database. pg_snapshot_xmin alone is
@@ -101,19 +98,9 @@ class StoredEvent:
     xid: int
     payload: str
 
-
-@dataclass(frozen=True)
-class EventFilter:
-    """A validated filter; the workspace always comes from the caller's principal."""
-
-    occurred_from: datetime | None = None
-    occurred_to: datetime | None = None
-    actor_email: str | None = None  # lower-cased
-    actor_id: str | None = None
-    categories: list[str] | None = None
-    actions: list[str] | None = None  # expanded from patterns, exact names only
-    ip_network: IPNetwork | None = None
-    target_id: str | None = None
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> StoredEvent:
+        return cls(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +233,15 @@ _WORKSPACE_RETENTION = """occurred_at >= coalesce(
     '-infinity'::timestamptz)"""
 
 
-def _filter_sql(
+def filter_sql(
     flt: EventFilter,
     args: list[object],
     retention_start: datetime | None,
     split: str | None = None,
 ) -> list[str]:
+    """The WHERE conditions of a filter, its values appended to `args`: one
+    definition for event pages and export plans alike."""
+
     def arg(value: object) -> str:
         args.append(value)
         return f"${len(args)}"
@@ -316,7 +306,7 @@ def page_query(
     """The SQL and arguments of read_events_page (also what the benchmark EXPLAINs)."""
     split, values = _split_list(flt)
     args: list[object] = [workspace_id]
-    where = ["workspace_id = $1", *_filter_sql(flt, args, bounds.retention_start, split)]
+    where = ["workspace_id = $1", *filter_sql(flt, args, bounds.retention_start, split)]
     if bounds.workspace_retention:
         where.append(_WORKSPACE_RETENTION)
     older_than, newer_than = bounds.older_than, bounds.newer_than
@@ -479,10 +469,7 @@ async def read_events_page(
     if records is None:
         sql, args = page_query(workspace_id, flt, bounds)
         records = await conn.fetch(sql, *args)
-    rows = [
-        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-        for r in records
-    ]
+    rows = [StoredEvent.from_record(r) for r in records]
     if oldest_first:
         rows.reverse()
     return rows
@@ -506,44 +493,7 @@ async def read_event_by_id(
         event_id,
         retention_start,
     )
-    if record is None:
-        return None
-    return StoredEvent(
-        record["workspace_id"],
-        record["occurred_at"],
-        record["seq"],
-        record["xid"],
-        record["payload"],
-    )
-
-
-async def read_events_since(
-    conn: asyncpg.Connection,
-    workspace_id: str,
-    *,
-    after_xid: int,
-    after_seq: int,
-    limit: int,
-    retention_start: datetime | None = None,
-) -> list[StoredEvent]:
-    """Events in ingest order after (xid, seq), only below the safe watermark.
-
-    Everything returned is final: no transaction that could still add an event
-    before the last row returned is running.
-    """
-    records = await conn.fetch(
-        f"""SELECT workspace_id, occurred_at, seq, xid::text::bigint AS xid, payload
-            {INGEST_ORDER_AFTER}""",
-        workspace_id,
-        str(after_xid),
-        after_seq,
-        limit,
-        retention_start,
-    )
-    return [
-        StoredEvent(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-        for r in records
-    ]
+    return StoredEvent.from_record(record) if record is not None else None
 
 
 async def read_safe_watermark(conn: asyncpg.Connection) -> tuple[int, int]:

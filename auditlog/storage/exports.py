@@ -21,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.storage.events import EventFilter, TimePosition, _filter_sql
+from auditlog.model import EventFilter
+from auditlog.storage.events import TimePosition, filter_sql
 
 _COLUMNS = """workspace_id, id, format, filter, criteria, snapshot::text AS snapshot,
     retention_start, row_count, part_size, part_ends_at, part_ends_seq, created_by,
@@ -98,7 +99,7 @@ def _snapshot_where(
     workspace_id: str, flt: EventFilter, snapshot: str, retention_start: datetime | None
 ) -> tuple[list[str], list[object]]:
     args: list[object] = [workspace_id]
-    where = ["workspace_id = $1", *_filter_sql(flt, args, retention_start)]
+    where = ["workspace_id = $1", *filter_sql(flt, args, retention_start)]
     args.append(snapshot)
     where.append(f"pg_visible_in_snapshot(xid, ${len(args)}::text::pg_snapshot)")
     return where, args
@@ -348,7 +349,7 @@ async def stream_export_part(
             # flight. Cancelling it left asyncpg's protocol busy, so the ROLLBACK
             # that ends the transaction could fail with "another operation is in
             # progress"; it is one batch: let it finish. (Callers close this
-            # generator explicitly, see exports.service.stream_part.)
+            # generator explicitly, see services.exports.stream_part.)
             if not pending.done():
                 with contextlib.suppress(Exception):
                     await pending

@@ -75,14 +75,16 @@ async def read_frontier(conn: asyncpg.Connection, workspace_id: str) -> Frontier
 
 # The next final events after the frontier become leaves, in ingest order, one
 # run per tile. Leaf hashes are computed here: SHA-256(0x00 || stored payload),
-# the stored payload being its RFC 8785 form byte for byte. The rows reach the
-# aggregates sorted by (tile, leaf) and, with hash aggregation off (append_leaves),
-# a group aggregate takes them in that order: every array of a run is in leaf
-# order without one sort per aggregate (PostgreSQL 15 sorts each ORDER BY
-# aggregate's input on its own; this took about 40% off a seal).
+# the stored payload being its RFC 8785 form byte for byte. What keeps it cheap
+# (docs/benchmarks.md#integrity):
+# - the events are read by an ordered index scan on (workspace_id, xid, seq) that
+#   stops at the limit (append_leaves turns bitmap scans off: a bitmap scan reads
+#   the whole backlog and sorts it first), and only the rows taken are hashed;
+# - the rows reach the aggregates sorted by (tile, leaf), in memory, and a group
+#   aggregate (hash aggregation off) takes them in that order, so every array of a
+#   run is in leaf order without one sort per aggregate.
 APPEND_LEAVES = f"""WITH ev AS (
-    SELECT xid, seq, id, occurred_at,
-           sha256('\\x00'::bytea || convert_to(payload, 'UTF8')) AS h
+    SELECT xid, seq, id, occurred_at, payload
     FROM audit_events
     WHERE workspace_id = $1
       AND (xid, seq) > ($2::text::xid8, $3)
@@ -90,9 +92,12 @@ APPEND_LEAVES = f"""WITH ev AS (
     ORDER BY xid, seq
     LIMIT $5
 ), numbered AS (
-    SELECT ev.*, $4::bigint + row_number() OVER (ORDER BY xid, seq) - 1 AS leaf FROM ev
-), sorted AS (
-    SELECT * FROM numbered ORDER BY leaf / {TILE_WIDTH}, leaf
+    SELECT xid, seq, id, occurred_at,
+           sha256('\\x00'::bytea || convert_to(payload, 'UTF8')) AS h,
+           $4::bigint + row_number() OVER (ORDER BY xid, seq) - 1 AS leaf
+    FROM ev
+), tiled AS (
+    SELECT numbered.*, leaf / {TILE_WIDTH} AS tile FROM numbered ORDER BY tile, leaf
 )
 INSERT INTO integrity_leaves
     (workspace_id, start_index, first_xid, first_seq, last_xid, last_seq,
@@ -101,9 +106,15 @@ SELECT $1, min(leaf),
        (array_agg(xid))[1], (array_agg(seq))[1],
        (array_agg(xid))[count(*)], (array_agg(seq))[count(*)],
        string_agg(h, ''::bytea), array_agg(seq), array_agg(id), array_agg(occurred_at)
-FROM sorted
-GROUP BY leaf / {TILE_WIDTH}
+FROM tiled
+GROUP BY tile
 RETURNING start_index, length(hashes) / 32 AS count"""
+
+# Planner settings of a seal transaction (see APPEND_LEAVES); a full batch of
+# 65,536 rows sorts in about 12 MB.
+_APPEND_SETTINGS = (
+    "SET LOCAL enable_hashagg = off; SET LOCAL enable_bitmapscan = off; SET LOCAL work_mem = '32MB'"
+)
 
 
 async def append_leaves(
@@ -111,9 +122,9 @@ async def append_leaves(
 ) -> int:
     """Append up to `limit` final events after the frontier as leaves; how many were added.
 
-    Call inside a transaction (the hash-aggregation setting is local to it).
+    Call inside a transaction (the planner settings are local to it).
     """
-    await conn.execute("SET LOCAL enable_hashagg = off")
+    await conn.execute(_APPEND_SETTINGS)  # one round trip: the simple protocol
     rows = await conn.fetch(
         APPEND_LEAVES,
         workspace_id,

@@ -1,8 +1,8 @@
 """Reads for the live tail: new events in ingest order with the columns filters use.
 
-Like `read_events_since` (the same `INGEST_ORDER_AFTER`), only rows below the
-safe watermark are returned, so a reader that resumes after the last row it
-saw never skips a transaction that committed late (docs/architecture.md, the safe watermark).
+Through `INGEST_ORDER_AFTER`, only rows below the safe watermark are returned, so
+a reader that resumes after the last row it saw never skips a transaction that
+committed late (docs/architecture.md, "The event store").
 The filter columns come along so the live tail can apply every subscriber's
 filter in Python without parsing JSON.
 """
@@ -14,7 +14,8 @@ from datetime import datetime
 
 import asyncpg
 
-from auditlog.storage.events import INGEST_ORDER_AFTER, IPAddress
+from auditlog.model import IPAddress
+from auditlog.storage.events import INGEST_ORDER_AFTER
 
 Position = tuple[int, int]  # (xid, seq): a place in ingest order
 

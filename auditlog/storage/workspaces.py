@@ -2,44 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-
 import asyncpg
 
-PLANS = ("EARLY_ACCESS", "PROFESSIONAL", "ENTERPRISE")
-DEFAULT_RETENTION_DAYS: dict[str, int | None] = {
-    "EARLY_ACCESS": 90,
-    "PROFESSIONAL": 365,
-    "ENTERPRISE": None,
+from auditlog.model import Plan, WorkspaceRow
+
+DEFAULT_RETENTION_DAYS: dict[Plan, int | None] = {
+    Plan.EARLY_ACCESS: 90,
+    Plan.PROFESSIONAL: 365,
+    Plan.ENTERPRISE: None,
 }
-
-
-@dataclass(frozen=True)
-class WorkspaceRow:
-    id: str
-    plan: str
-    retention_days: int | None
-    created_at: datetime
-
-    def retention_start(self, now: datetime) -> datetime | None:
-        """The oldest occurred_at still inside retention, or None when unlimited."""
-        if self.retention_days is None:
-            return None
-        return now - timedelta(days=self.retention_days)
 
 
 def _row(record: asyncpg.Record) -> WorkspaceRow:
     return WorkspaceRow(
         id=record["id"],
-        plan=record["plan"],
+        plan=Plan(record["plan"]),
         retention_days=record["retention_days"],
         created_at=record["created_at"],
     )
 
 
 async def insert_workspace(
-    conn: asyncpg.Connection, workspace_id: str, plan: str, retention_days: int | None
+    conn: asyncpg.Connection, workspace_id: str, plan: Plan, retention_days: int | None
 ) -> WorkspaceRow:
     record = await conn.fetchrow(
         """INSERT INTO workspaces (id, plan, retention_days) VALUES ($1, $2, $3)
@@ -53,7 +37,7 @@ async def insert_workspace(
 
 
 async def update_workspace_plan(
-    conn: asyncpg.Connection, workspace_id: str, plan: str, retention_days: int | None
+    conn: asyncpg.Connection, workspace_id: str, plan: Plan, retention_days: int | None
 ) -> WorkspaceRow | None:
     record = await conn.fetchrow(
         """UPDATE workspaces SET plan = $2, retention_days = $3, updated_at = now()

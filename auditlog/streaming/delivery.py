@@ -65,10 +65,10 @@ import orjson
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
 from auditlog.ingest.enrich import GeoIP
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
 from auditlog.metrics import count_delivered, count_delivery_failed
 from auditlog.ocsf import ocsf_json
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import record_service_event
 from auditlog.storage import dead_letters as letters
 from auditlog.storage import streams as store
 from auditlog.storage.database import DATABASE_UNAVAILABLE

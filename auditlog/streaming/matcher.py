@@ -1,6 +1,6 @@
 """An EventFilter applied in Python, with exactly the meaning of its SQL form.
 
-`storage.events._filter_sql` is the reference; tests run both on the same rows
+`storage.events.filter_sql` is the reference; tests run both on the same rows
 and compare. NULL columns never match, as in SQL.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from auditlog.storage.events import EventFilter
+from auditlog.model import EventFilter
 from auditlog.storage.live import LiveEvent
 
 

@@ -23,9 +23,9 @@ import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from auditlog.errors import BadInputError
+from auditlog.model import IPAddress
 
 MAX_URL_LENGTH = 2048
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class DestinationRefused(Exception):

@@ -33,23 +33,22 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
 from auditlog.aio import cancel_and_wait
+from auditlog.config import Settings
 from auditlog.metrics import count_live_deliveries
+from auditlog.model import EventFilter, WorkspaceRow
 from auditlog.storage.database import DATABASE_UNAVAILABLE
-from auditlog.storage.events import EventFilter, read_safe_watermark
+from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.replicas import acquire_fenced
-from auditlog.storage.workspaces import WorkspaceRow, read_workspace
+from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.doorbell import DoorbellListener
 from auditlog.streaming.matcher import EventMatcher, filter_key
-
-if TYPE_CHECKING:
-    from auditlog.runtime import Services
 
 log = logging.getLogger(__name__)
 
@@ -355,15 +354,19 @@ class LiveHub:
 
 
 @asynccontextmanager
-async def open_live_hub(services: Services) -> AsyncIterator[LiveHub]:
+async def open_live_hub(
+    pool: asyncpg.Pool,
+    bus: LiveBus,
+    settings: Settings,
+    read_pool: Callable[[], asyncpg.Pool] | None = None,
+) -> AsyncIterator[LiveHub]:
     """The process's live tail, for the web app's lifespan."""
-    settings = services.settings
     hub = LiveHub(
-        services.pool,
-        services.bus,
+        pool,
+        bus,
         poll_interval=settings.live_poll_seconds,
         sharing=settings.live_sharing,
-        read_pool=services.read_pool,
+        read_pool=read_pool,
     )
     await hub.start()
     try:

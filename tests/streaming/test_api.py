@@ -7,11 +7,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog.auth import Principal
 from auditlog.errors import BadInputError
+from auditlog.model import Principal
 from auditlog.runtime import Services
+from auditlog.services.streams import StreamingAdmin, authorize
 from auditlog.streaming.config import SplunkHecConfig, WebhookConfig
-from auditlog.streaming.destinations import StreamingAdmin, authorize
 from auditlog.streaming.netguard import DestinationRefused, GuardedClient, NetworkPolicy
 from tests.conftest import WorkspaceKeys, create_workspace_keys, make_settings
 from tests.streaming.gql import (

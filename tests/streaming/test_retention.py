@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from auditlog.streaming.worker import StreamWorker
 from tests.conftest import create_workspace_keys, event
 from tests.streaming.gql import PAUSE, RESUME, create_destination
@@ -26,7 +26,7 @@ async def test_stream_skips_events_that_expired_while_waiting(
     await asyncio.sleep(0.3)  # a round that began before the pause has ended
     old_at = (datetime.now(UTC) - timedelta(days=20)).isoformat()
     old, new = await ingest(ws, [event("file.uploaded", occurredAt=old_at), event("file.deleted")])
-    await accounts.set_plan(services.pool, ws.id, "enterprise", 10)
+    await workspace_service.set_plan(services.pool, ws.id, "enterprise", 10)
     await ws.gql(RESUME, {"id": dest_id})
     await wait_until(lambda: new in {e["id"] for e in webhook_events(receiver, secret)})
     assert old not in {e["id"] for e in webhook_events(receiver, secret)}

@@ -6,14 +6,14 @@ import asyncpg
 import orjson
 
 from auditlog.runtime import Services
-from auditlog.storage.events import read_events_since
+from auditlog.storage.live import read_live_events
 from tests.conftest import WorkspaceKeys, event
 
 
 async def _ids_after(services: Services, workspace_id: str, after: tuple[int, int]) -> list[str]:
     async with services.pool.acquire() as conn:
-        rows = await read_events_since(
-            conn, workspace_id, after_xid=after[0], after_seq=after[1], limit=1000
+        rows = await read_live_events(
+            conn, workspace_id, after=after, limit=1000, retention_start=None
         )
     return [orjson.loads(r.payload)["id"] for r in rows]
 

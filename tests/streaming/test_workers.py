@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from auditlog import accounts
 from auditlog.runtime import Services
+from auditlog.services import workspaces as workspace_service
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
 from tests.conftest import (
@@ -171,12 +171,12 @@ async def test_leaving_the_enterprise_plan_stops_delivery(
     secret = created["webhookSecret"]
     first = await ingest(workspace, [event("file.uploaded")])
     await wait_until(lambda: first[0] in {e["id"] for e in webhook_events(receiver, secret)})
-    await accounts.set_plan(services.pool, workspace.id, "professional")
+    await workspace_service.set_plan(services.pool, workspace.id, "professional")
     await asyncio.sleep(FAST.poll_seconds * 3)
     later = await ingest(workspace, [event("file.uploaded")])
     await asyncio.sleep(1.5)
     assert later[0] not in {e["id"] for e in webhook_events(receiver, secret)}
-    await accounts.set_plan(services.pool, workspace.id, "enterprise")
+    await workspace_service.set_plan(services.pool, workspace.id, "enterprise")
     await wait_until(lambda: later[0] in {e["id"] for e in webhook_events(receiver, secret)})
 
 

@@ -295,7 +295,14 @@ function wire() {
       ui.exportButton.disabled = false;
     }
   });
-  window.addEventListener("popstate", () => applyFilters(filtersFromSearch(location.search), { push: false }));
+  // Back and Forward restore the filters of that entry. Following an in-page link (the skip
+  // link's #events) fires popstate too, with the same search: reloading then would replace
+  // the rows under the keyboard focus, so only a change of filters reloads.
+  window.addEventListener("popstate", () => {
+    const filters = filtersFromSearch(location.search);
+    if (searchFromFilters(filters) === searchFromFilters(state.filters)) return;
+    applyFilters(filters, { push: false });
+  });
 }
 
 wire();

@@ -1,4 +1,4 @@
-// GraphQL documents of the console (API.md, the fixed core only).
+// GraphQL documents of the console (docs/console.md; the fixed core of the API only).
 
 const EVENT_FIELDS = `
   id occurredAt action category

@@ -13,13 +13,12 @@ import uuid
 
 import asyncpg
 
-from auditlog.errors import BadInputError, NotFoundError
-from auditlog.ingest.service import Ingestor
-from auditlog.ingest.service_events import record_service_event
-from auditlog.schema.limits import DEAD_LETTERS_DEFAULT, PAGE_MAX
+from auditlog.errors import NotFoundError
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import audited
+from auditlog.services.streams import Caller
 from auditlog.storage import dead_letters as store
 from auditlog.storage.streams import read_destination
-from auditlog.streaming.destinations import Caller
 
 
 def _destination_id(value: str) -> uuid.UUID:
@@ -30,11 +29,9 @@ def _destination_id(value: str) -> uuid.UUID:
 
 
 async def list_dead_letters(
-    pool: asyncpg.Pool, caller: Caller, destination_id: str, first: int | None
+    pool: asyncpg.Pool, caller: Caller, destination_id: str, size: int
 ) -> list[store.DeadLetterRow]:
-    size = DEAD_LETTERS_DEFAULT if first is None else first
-    if not 0 <= size <= PAGE_MAX:
-        raise BadInputError("first", f"must be between 0 and {PAGE_MAX}")
+    """The destination's first `size` dead letters, in ingest order."""
     async with pool.acquire() as conn:
         return await store.read_dead_letters(
             conn, caller.workspace_id, _destination_id(destination_id), size
@@ -46,19 +43,16 @@ async def retry_dead_letters(
 ) -> int:
     """Queue every dead letter of the destination for its next delivery round; how many
     were queued now. The audit event commits with the change."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, audited(conn, ingestor) as audit:
         row = await read_destination(conn, caller.workspace_id, _destination_id(destination_id))
         if row is None:
             raise NotFoundError("streaming destination not found")
         count = await store.queue_dead_letters(conn, caller.workspace_id, row.id)
-        recorded = await record_service_event(
-            ingestor,
+        await audit.record(
             caller.workspace_id,
             "audit_log.stream.dead_letters_retried",
             actor=caller.actor,
             targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
             metadata={"kind": row.kind, "queued": count},
-            conn=conn,
         )
-    await ingestor.notify_committed(recorded)
     return count

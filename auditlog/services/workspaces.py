@@ -1,8 +1,7 @@
-"""Workspaces and API keys, as the CLI and the API manage them."""
+"""Workspaces: creation, plans and retention, legal holds."""
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -11,35 +10,24 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.auth import ROLES, hash_secret, new_key_material
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.ingest.canonical import format_timestamp
-from auditlog.ingest.service import Ingestor, IngestResult
-from auditlog.ingest.service_events import record_service_event
-from auditlog.storage import keys as key_store
+from auditlog.model import Plan, WorkspaceRow, format_timestamp
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import audited
 from auditlog.storage import retention as retention_store
 from auditlog.storage import workspaces as ws_store
-from auditlog.streaming.bus import LiveBus
 
-log = logging.getLogger(__name__)
 _WORKSPACE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-@dataclass(frozen=True)
-class CreatedKey:
-    id: str
-    key: str
-    workspace_id: str | None
-    role: str
-
-
-def plan_retention(plan: str, retention_days: int | None) -> tuple[str, int | None]:
+def plan_retention(name: str, retention_days: int | None) -> tuple[Plan, int | None]:
     """Validate a plan and custom retention: custom days are for ENTERPRISE only."""
-    plan = plan.upper()
-    if plan not in ws_store.PLANS:
-        raise BadInputError("plan", "must be early_access, professional or enterprise")
+    try:
+        plan = Plan(name.upper())
+    except ValueError:
+        raise BadInputError("plan", "must be early_access, professional or enterprise") from None
     if retention_days is not None:
-        if plan != "ENTERPRISE":
+        if plan != Plan.ENTERPRISE:
             raise BadInputError(
                 "retention-days", "a custom retention is available on the enterprise plan only"
             )
@@ -51,7 +39,7 @@ def plan_retention(plan: str, retention_days: int | None) -> tuple[str, int | No
 
 async def create_workspace(
     pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
-) -> ws_store.WorkspaceRow:
+) -> WorkspaceRow:
     if not _WORKSPACE_ID.match(name):
         raise BadInputError(
             "name", "use 1 to 63 lower-case letters, digits, '-' or '_', starting alphanumeric"
@@ -66,7 +54,7 @@ async def create_workspace(
 
 @dataclass(frozen=True)
 class PlanChange:
-    row: ws_store.WorkspaceRow
+    row: WorkspaceRow
     previous_retention_days: int | None  # None: it was unlimited
 
     @property
@@ -90,7 +78,7 @@ async def change_plan(
 
 async def set_plan(
     pool: asyncpg.Pool, name: str, plan: str, retention_days: int | None = None
-) -> ws_store.WorkspaceRow:
+) -> WorkspaceRow:
     return (await change_plan(pool, name, plan, retention_days)).row
 
 
@@ -128,7 +116,7 @@ async def place_hold(
     """Place a legal hold on conn, an owner connection (the runtime role may not)."""
     if not reason.strip() or len(reason) > HOLD_REASON_MAX:
         raise BadInputError("reason", f"must be 1 to {HOLD_REASON_MAX} characters")
-    async with conn.transaction():
+    async with audited(conn, ingestor) as audit:
         await retention_store.lock_holds(conn, name)
         if await ws_store.read_workspace(conn, name) is None:
             raise NotFoundError(f"no workspace {name!r}")
@@ -140,16 +128,13 @@ async def place_hold(
                 f"(placed {latest.at:%Y-%m-%d %H:%M} UTC: {latest.reason})",
             )
         hold = await retention_store.insert_hold(conn, name, "placed", reason)
-        recorded = await record_service_event(
-            ingestor,
+        await audit.record(
             name,
             "audit_log.retention.hold_placed",
             actor=actor,
             targets=[{"type": "workspace", "id": name, "name": name}],
             metadata={"reason": reason},
-            conn=conn,
         )
-    await ingestor.notify_committed(recorded)
     return hold
 
 
@@ -157,7 +142,7 @@ async def release_hold(
     conn: asyncpg.Connection, ingestor: Ingestor, name: str, actor: dict[str, Any] | None = None
 ) -> retention_store.HoldRecord:
     """Lift the legal hold on conn, an owner connection; returns the placement lifted."""
-    async with conn.transaction():
+    async with audited(conn, ingestor) as audit:
         await retention_store.lock_holds(conn, name)
         if await ws_store.read_workspace(conn, name) is None:
             raise NotFoundError(f"no workspace {name!r}")
@@ -165,94 +150,11 @@ async def release_hold(
         if placed is None or placed.action != "placed":
             raise BadInputError("release", f"workspace {name!r} is not under a legal hold")
         await retention_store.insert_hold(conn, name, "released", None)
-        recorded = await record_service_event(
-            ingestor,
+        await audit.record(
             name,
             "audit_log.retention.hold_released",
             actor=actor,
             targets=[{"type": "workspace", "id": name, "name": name}],
             metadata={"reason": placed.reason, "placedAt": format_timestamp(placed.at)},
-            conn=conn,
         )
-    await ingestor.notify_committed(recorded)
     return placed
-
-
-async def create_key(
-    pool: asyncpg.Pool,
-    ingestor: Ingestor,
-    *,
-    workspace_id: str | None,
-    role: str,
-    name: str | None = None,
-    actor: dict[str, Any] | None = None,
-) -> CreatedKey:
-    """Create a key (platform keys: workspace_id None, role ingest); the secret is shown once."""
-    if role not in ROLES:
-        raise BadInputError("role", "must be owner, admin, member or ingest")
-    if workspace_id is None and role != "ingest":
-        raise BadInputError("role", "a platform key can only be an ingest key")
-    key_id, secret, token = new_key_material()
-    # The key and its audit event commit together, or neither does.
-    recorded: IngestResult | None = None
-    async with pool.acquire() as conn, conn.transaction():
-        if workspace_id is not None and await ws_store.read_workspace(conn, workspace_id) is None:
-            raise NotFoundError(f"no workspace {workspace_id!r}")
-        await key_store.insert_api_key(
-            conn,
-            key_id=key_id,
-            workspace_id=workspace_id,
-            role=role,
-            name=name,
-            secret_hash=hash_secret(secret),
-        )
-        if workspace_id is not None:
-            recorded = await record_service_event(
-                ingestor,
-                workspace_id,
-                "audit_log.api_key.created",
-                actor=actor,
-                targets=[{"type": "api_key", "id": key_id, "name": name}],
-                metadata={"role": role},
-                conn=conn,
-            )
-    if recorded is not None:
-        await ingestor.notify_committed(recorded)
-    return CreatedKey(id=key_id, key=token, workspace_id=workspace_id, role=role)
-
-
-async def revoke_key(
-    pool: asyncpg.Pool,
-    ingestor: Ingestor,
-    key_id: str,
-    *,
-    bus: LiveBus | None,
-    actor: dict[str, Any] | None = None,
-) -> key_store.ApiKeyRow:
-    """Revoke a key, then tell every process on the bus, whose websockets admitted
-    with it close (4401). `bus` is required so that no caller forgets it; without
-    one (or with the notice lost) the processes' periodic re-check closes them."""
-    recorded: IngestResult | None = None
-    async with pool.acquire() as conn, conn.transaction():
-        revoked = await key_store.revoke_api_key(conn, key_id)
-        if revoked is None:
-            raise NotFoundError(f"no key {key_id!r}")
-        row, now_revoked = revoked
-        if now_revoked and row.workspace_id is not None:
-            recorded = await record_service_event(
-                ingestor,
-                row.workspace_id,
-                "audit_log.api_key.revoked",
-                actor=actor,
-                targets=[{"type": "api_key", "id": row.id, "name": row.name}],
-                metadata={"role": row.role},
-                conn=conn,
-            )
-    if recorded is not None:
-        await ingestor.notify_committed(recorded)
-    if bus is not None:
-        try:
-            await bus.announce_revoked(row.id)
-        except Exception:  # committed already: the periodic re-checks close the sockets
-            log.exception("revocation notice for %s not published", row.id)
-    return row

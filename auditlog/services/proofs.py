@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from auditlog.integrity import bundle
-from auditlog.runtime import Services
 from auditlog.services import integrity as integrity_service
+from auditlog.services.exports import ExportServices
 from auditlog.storage import exports as export_store
 from auditlog.storage import integrity as integrity_store
 from auditlog.storage.integrity import StoredCheckpoint
@@ -42,7 +42,7 @@ class Pending:
 
 
 async def plan_bundle(
-    services: Services, row: export_store.ExportRow, *, wait: float = PENDING_WAIT
+    services: ExportServices, row: export_store.ExportRow, *, wait: float = PENDING_WAIT
 ) -> BundlePlan | Pending:
     """The leaf of every event of the export's files and a checkpoint covering them all,
     waiting up to `wait` seconds for the sealer; Pending if it has not got there by then."""
@@ -83,7 +83,7 @@ async def plan_bundle(
 
 
 async def stream_bundle(
-    services: Services, plan: BundlePlan, workspace_id: str
+    services: ExportServices, plan: BundlePlan, workspace_id: str
 ) -> AsyncGenerator[bytes, None]:
     """The bundle's JSON in pieces, PROOF_BATCH proofs at a time, sharing tile reads.
 

@@ -19,18 +19,18 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
-from auditlog.auth import Principal
+from auditlog.config import Settings
 from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
-from auditlog.ingest.service import uuid7
-from auditlog.ingest.service_events import record_service_event
-from auditlog.runtime import Services
+from auditlog.exports.slots import DownloadSlots, ExportCounters
+from auditlog.model import EventFilter, Principal, uuid7
+from auditlog.services.ingest import Ingestor
+from auditlog.services.service_events import audited
 from auditlog.storage import exports as export_store
-from auditlog.storage.events import EventFilter
 from auditlog.storage.replicas import acquire_fenced
 from auditlog.storage.workspaces import read_workspace
 
@@ -39,6 +39,27 @@ log = logging.getLogger(__name__)
 PART_SIZE = 10_000
 EXPORT_TTL = timedelta(days=7)
 RATE_WINDOW = timedelta(seconds=60)
+
+
+class ExportServices(Protocol):
+    """What exports need from the process (the runtime's Services has all of it)."""
+
+    @property
+    def pool(self) -> asyncpg.Pool: ...
+
+    @property
+    def ingestor(self) -> Ingestor: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def export_counters(self) -> ExportCounters: ...
+
+    @property
+    def download_slots(self) -> DownloadSlots: ...
+
+    def read_pool(self) -> asyncpg.Pool: ...
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,7 @@ def is_expired(row: export_store.ExportRow, now: datetime) -> bool:
 
 
 async def create_export(
-    services: Services,
+    services: ExportServices,
     principal: Principal,
     workspace_id: str,
     criteria: EventFilter,
@@ -99,9 +120,8 @@ async def create_export(
             expires_at=now + EXPORT_TTL,
             event_format=event_format,
         )
-        async with services.pool.acquire() as conn, conn.transaction():
-            result = await record_service_event(
-                services.ingestor,
+        async with services.pool.acquire() as conn, audited(conn, services.ingestor) as audit:
+            await audit.record(
                 workspace_id,
                 "audit_log.export.created",
                 actor=principal.as_actor(),
@@ -114,7 +134,6 @@ async def create_export(
                     "rowCount": plan.row_count,
                     "files": row.part_count,
                 },
-                conn=conn,
             )
             await export_store.insert_export(conn, row)
             # The stored export counts from now on, in place of its reservation.
@@ -125,11 +144,10 @@ async def create_export(
         if limit:
             await asyncio.shield(_release(services, workspace_id, export_id))
         raise
-    await services.ingestor.notify_committed(result)
     return row
 
 
-async def _release(services: Services, workspace_id: str, export_id: uuid.UUID) -> None:
+async def _release(services: ExportServices, workspace_id: str, export_id: uuid.UUID) -> None:
     try:
         async with services.pool.acquire() as conn:
             await export_store.release_export_reservation(conn, workspace_id, export_id)
@@ -160,7 +178,7 @@ def _shows_export(
 
 
 def download_links(
-    services: Services, row: export_store.ExportRow, base_url: str, now: datetime
+    services: ExportServices, row: export_store.ExportRow, base_url: str, now: datetime
 ) -> list[ExportLink]:
     """A signed URL for every part; none once the export has expired."""
     if is_expired(row, now):
@@ -186,7 +204,7 @@ def has_proof(row: export_store.ExportRow) -> bool:
 
 
 def proof_link(
-    services: Services, row: export_store.ExportRow, base_url: str, now: datetime
+    services: ExportServices, row: export_store.ExportRow, base_url: str, now: datetime
 ) -> str | None:
     """A signed URL of the proof bundle: NATIVE JSON exports only (has_proof), none
     once the export has expired."""
@@ -199,7 +217,7 @@ def proof_link(
 
 
 async def find_export(
-    services: Services, workspace_id: str, export_id: uuid.UUID
+    services: ExportServices, workspace_id: str, export_id: uuid.UUID
 ) -> export_store.ExportRow | None:
     """From a read replica, or from the primary when the replica has not replayed
     the export yet (one created a moment ago: read-your-writes)."""
@@ -214,14 +232,14 @@ async def find_export(
 
 
 async def list_exports(
-    services: Services, workspace_id: str, limit: int, after: uuid.UUID | None
+    services: ExportServices, workspace_id: str, limit: int, after: uuid.UUID | None
 ) -> list[export_store.ExportRow]:
     async with services.pool.acquire() as conn:
         return await export_store.read_exports(conn, workspace_id, limit=limit, before_id=after)
 
 
 async def stream_part(
-    services: Services, row: export_store.ExportRow, part: int
+    services: ExportServices, row: export_store.ExportRow, part: int
 ) -> AsyncGenerator[list[str], None]:
     """One part's stored payloads in batches; holds one pooled connection while it runs.
 
@@ -240,10 +258,8 @@ async def stream_part(
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None
         # Closed explicitly: a download that ends early (GeneratorExit or a
         # cancellation here) must end the part's transaction and its in-flight
-        # prefetch before the connection goes back to the pool. `async for`
-        # alone leaves the inner generator to the garbage collector, and the
-        # release then met a busy connection ("another operation is in
-        # progress", a flaky test).
+        # prefetch before the connection goes back to the pool; `async for` alone
+        # leaves that to the garbage collector, after the release.
         async with contextlib.aclosing(
             export_store.stream_export_part(conn, row, part, retention_start=retention_start)
         ) as batches:

@@ -13,10 +13,10 @@ from strawberry.schema.config import StrawberryConfig
 from auditlog.resolvers import activity as activity_resolvers
 from auditlog.resolvers import events as event_resolvers
 from auditlog.resolvers import live as live_resolvers
+from auditlog.resolvers.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.activity import ActorActivity
 from auditlog.schema.context import Info, OperationMemo
 from auditlog.schema.errors import AuditLogSchema, ErrorCodes
-from auditlog.schema.exports_root import ExportMutation, ExportQuery
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.integrity import IntegrityQuery
 from auditlog.schema.limits import QueryLimits

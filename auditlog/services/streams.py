@@ -18,13 +18,13 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.auth import Principal
-from auditlog.catalog import Category
 from auditlog.config import Settings
 from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
-from auditlog.ingest.canonical import canonical_json, format_timestamp
-from auditlog.ingest.service import Ingestor, uuid7
-from auditlog.ingest.service_events import record_service_event
+from auditlog.ingest.canonical import canonical_json
+from auditlog.ingest.validate import EventIn, Target
+from auditlog.model import Category, Principal, format_timestamp, uuid7
+from auditlog.services.ingest import Ingestor, event_payload
+from auditlog.services.service_events import SYSTEM_ACTOR, AuditedTransaction, audited
 from auditlog.storage import streams as store
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.workspaces import read_workspace
@@ -129,15 +129,19 @@ class StreamingAdmin:
         lags = await store.count_pending_events(conn, row.workspace_id, LAG_CAP, row.id)
         return _view_of(row, lags.get(row.id, 0))
 
+    @staticmethod
     async def _event(
-        self, caller: Caller, action: str, row: store.DestinationRow, **meta: Any
+        audit: AuditedTransaction,
+        caller: Caller,
+        action: str,
+        row: store.DestinationRow,
+        **meta: Any,
     ) -> None:
-        await record_service_event(
-            self.ingestor,
+        await audit.record(
             caller.workspace_id,
             action,
             actor=caller.actor,
-            targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
+            targets=[_target(row)],
             metadata={
                 "kind": row.kind,
                 "categories": row.categories,
@@ -163,7 +167,8 @@ class StreamingAdmin:
         name = _name(name, "input.name")
         cats = _categories(categories, "input.categories")
         config = await validate_config(config, self.policy, "input.config")
-        async with self.pool.acquire() as conn:
+        # The destination and its audit event commit together, or neither does.
+        async with self.pool.acquire() as conn, audited(conn, self.ingestor) as audit:
             if await store.count_destinations(conn, caller.workspace_id) >= MAX_DESTINATIONS:
                 raise BadInputError("input", f"at most {MAX_DESTINATIONS} destinations a workspace")
             # New events only: the cursor starts at what is final now.
@@ -184,7 +189,7 @@ class StreamingAdmin:
                 ),
             )
             view = await self._view(conn, row)
-        await self._event(caller, "audit_log.stream.created", row)
+            await self._event(audit, caller, "audit_log.stream.created", row)
         secret = config.secret if isinstance(config, WebhookConfig) else None
         return CreatedDestination(view, secret)
 
@@ -212,7 +217,7 @@ class StreamingAdmin:
             else None,
             format=event_format,
         )
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, audited(conn, self.ingestor) as audit:
             current = await self._read(conn, caller, id)
             if config is not None:
                 if current.kind != config.KIND:
@@ -230,15 +235,17 @@ class StreamingAdmin:
             if row is None:
                 raise NotFoundError("streaming destination not found")
             view = await self._view(conn, row)
-        changed = [
-            k for k in ("name", "categories", "config", "format") if getattr(change, k) is not None
-        ]
-        await self._event(caller, "audit_log.stream.updated", row, changed=changed)
+            changed = [
+                k
+                for k in ("name", "categories", "config", "format")
+                if getattr(change, k) is not None
+            ]
+            await self._event(audit, caller, "audit_log.stream.updated", row, changed=changed)
         return view
 
     async def set_paused(self, caller: Caller, id: str, paused: bool) -> DestinationView:
         """Pause (the cursor stays) or resume (retry at once, from the cursor)."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, audited(conn, self.ingestor) as audit:
             current = await self._read(conn, caller, id)
             status = "PAUSED" if paused else "ACTIVE"
             row = await store.update_destination(
@@ -247,9 +254,9 @@ class StreamingAdmin:
             if row is None:
                 raise NotFoundError("streaming destination not found")
             view = await self._view(conn, row)
-        await self._event(
-            caller, "audit_log.stream.updated", row, changed=["status"], status=status
-        )
+            await self._event(
+                audit, caller, "audit_log.stream.updated", row, changed=["status"], status=status
+            )
         return view
 
     async def replay(self, caller: Caller, id: str, occurred_from: datetime) -> DestinationView:
@@ -266,21 +273,18 @@ class StreamingAdmin:
             workspace = await read_workspace(conn, caller.workspace_id)
             retention = workspace.retention_start(now) if workspace else None
             replay_from = max(occurred_from, retention) if retention else occurred_from
-            async with conn.transaction():
+            async with audited(conn, self.ingestor) as audit:
                 replayed = await store.replay_destination(
                     conn, caller.workspace_id, current.id, replay_from
                 )
                 if replayed is None:
                     raise NotFoundError("streaming destination not found")
                 row = replayed.row
-                recorded = await record_service_event(
-                    self.ingestor,
+                await audit.record(
                     caller.workspace_id,
                     "audit_log.stream.replayed",
                     actor=caller.actor,
-                    targets=[
-                        {"type": "streaming_destination", "id": str(row.id), "name": row.name}
-                    ],
+                    targets=[_target(row)],
                     metadata={
                         "kind": row.kind,
                         "categories": row.categories,
@@ -289,18 +293,16 @@ class StreamingAdmin:
                         "cursor": _position(row.cursor_xid, row.cursor_seq),
                         "previousCursor": _position(*replayed.previous),
                     },
-                    conn=conn,
                 )
             view = await self._view(conn, row)
-        await self.ingestor.notify_committed(recorded)
         return view
 
     async def delete(self, caller: Caller, id: str) -> bool:
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, audited(conn, self.ingestor) as audit:
             row = await store.delete_destination(conn, caller.workspace_id, _parse_id(id))
-        if row is None:
-            raise NotFoundError("streaming destination not found")
-        await self._event(caller, "audit_log.stream.deleted", row)
+            if row is None:
+                raise NotFoundError("streaming destination not found")
+            await self._event(audit, caller, "audit_log.stream.deleted", row)
         return True
 
     async def test(self, caller: Caller, id: str) -> DeliveryTest:
@@ -328,6 +330,10 @@ class StreamingAdmin:
             await sink.aclose()
 
 
+def _target(row: store.DestinationRow) -> dict[str, Any]:
+    return {"type": "streaming_destination", "id": str(row.id), "name": row.name}
+
+
 def _position(xid: int, seq: int) -> dict[str, int]:
     """A cursor as the audit event's metadata shows it: a position in ingest order."""
     return {"xid": xid, "seq": seq}
@@ -343,20 +349,18 @@ def _ms(started: float) -> float:
 
 def test_event(row: store.DestinationRow) -> OutEvent:
     now = datetime.now(UTC)
-    payload = {
-        "id": str(uuid7()),
-        "workspaceId": row.workspace_id,
-        "occurredAt": format_timestamp(now),
-        "receivedAt": format_timestamp(now),
-        "action": "audit_log.stream.test",
-        "category": "WORKSPACE",
-        "actor": {"type": "SYSTEM", "id": "auditlog", "name": "Audit Log service", "email": None},
-        "targets": [{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
-        "ipAddress": None,
-        "userAgent": None,
-        "location": None,
-        "device": None,
-        "metadata": {"test": True},
-        "anomalies": [],
-    }
+    event = EventIn(
+        id=uuid7(),
+        id_given=True,
+        workspace_id=row.workspace_id,
+        occurred_at=now,
+        action="audit_log.stream.test",
+        category=Category.WORKSPACE,
+        actor=SYSTEM_ACTOR,
+        targets=(Target("streaming_destination", str(row.id), row.name),),
+        ip=None,
+        user_agent=None,
+        metadata={"test": True},
+    )
+    payload = event_payload(event, row.workspace_id, format_timestamp(now), None, None, None, [])
     return OutEvent(0, 0, now, canonical_json(payload))

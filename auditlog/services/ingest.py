@@ -12,9 +12,6 @@ Redis never delays an ingest answer.
 from __future__ import annotations
 
 import logging
-import os
-import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,13 +22,13 @@ import asyncpg
 
 from auditlog.catalog import LOGIN_ACTIONS
 from auditlog.errors import BatchRejected, FieldError
-from auditlog.ingest.canonical import canonical_json, float_for_orjson, format_timestamp
+from auditlog.ingest.canonical import canonical_json, float_for_orjson
 from auditlog.ingest.enrich import GeoIP, parse_device
 from auditlog.ingest.validate import MAX_EVENTS, EventIn, validate_event
+from auditlog.model import IPAddress, WorkspaceRow, format_timestamp, uuid7
 from auditlog.storage import events as event_store
 from auditlog.storage.database import discard_if_broken
-from auditlog.storage.events import IPAddress
-from auditlog.storage.workspaces import WorkspaceRow, read_workspaces
+from auditlog.storage.workspaces import read_workspaces
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +42,6 @@ class IngestResult:
     ids: list[str]
     # Workspaces that got new events: their live tails are rung after commit.
     workspaces: frozenset[str] = frozenset()
-
-
-def uuid7(now_ms: int | None = None) -> uuid.UUID:
-    """A time-ordered UUID (RFC 9562 version 7) for events sent without an id."""
-    ms = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 62) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    return uuid.UUID(int=value)
 
 
 @lru_cache(maxsize=65536)
@@ -85,6 +70,40 @@ def _plain_coordinates(latitude: Any, longitude: Any) -> bool:
     """Whether orjson writes a location's coordinates as RFC 8785 does (cached:
     locations repeat, as the addresses they come from do)."""
     return all(type(v) is not float or float_for_orjson(v) is v for v in (latitude, longitude))
+
+
+def event_payload(
+    e: EventIn,
+    workspace_id: str,
+    received: str,
+    ip_text: str | None,
+    location: dict[str, Any] | None,
+    device: dict[str, Any] | None,
+    anomalies: list[str],
+) -> dict[str, Any]:
+    """An event's stored payload, before its canonical JSON: the one shape that
+    queries, exports, streams and the integrity tree all read."""
+    return {
+        "id": str(e.id),
+        "workspaceId": workspace_id,
+        "occurredAt": format_timestamp(e.occurred_at),
+        "receivedAt": received,
+        "action": e.action,
+        "category": e.category.value,
+        "actor": {
+            "type": e.actor.type,
+            "id": e.actor.id,
+            "name": e.actor.name,
+            "email": e.actor.email,
+        },
+        "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
+        "ipAddress": ip_text,
+        "userAgent": e.user_agent,
+        "location": location,
+        "device": device,
+        "metadata": e.metadata,
+        "anomalies": anomalies,
+    }
 
 
 @dataclass
@@ -337,27 +356,9 @@ class Ingestor:
     @staticmethod
     def _row(p: _Prepared, now: datetime, received: str) -> event_store.EventRow:
         e = p.event
-        payload = {
-            "id": str(e.id),
-            "workspaceId": p.workspace_id,
-            "occurredAt": format_timestamp(e.occurred_at),
-            "receivedAt": received,
-            "action": e.action,
-            "category": e.category.value,
-            "actor": {
-                "type": e.actor.type,
-                "id": e.actor.id,
-                "name": e.actor.name,
-                "email": e.actor.email,
-            },
-            "targets": [{"type": t.type, "id": t.id, "name": t.name} for t in e.targets],
-            "ipAddress": p.ip_text,
-            "userAgent": e.user_agent,
-            "location": p.location,
-            "device": p.device,
-            "metadata": e.metadata,
-            "anomalies": p.anomalies,
-        }
+        payload = event_payload(
+            e, p.workspace_id, received, p.ip_text, p.location, p.device, p.anomalies
+        )
         return event_store.EventRow(
             workspace_id=p.workspace_id,
             occurred_at=e.occurred_at,
