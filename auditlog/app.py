@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             services = await stack.enter_async_context(open_services(settings))
             app.state.services = services
             services.live = await stack.enter_async_context(
-                open_live_hub(services.pool, services.bus, services.settings)
+                open_live_hub(services.pool, services.bus, services.settings, services.read_pool)
             )
             services.sockets = await stack.enter_async_context(
                 open_socket_registry(services.pool, services.bus, services.settings)

@@ -88,6 +88,16 @@ def _public_url(raw: str | None) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
+def _read_urls(raw: str | None) -> tuple[str, ...]:
+    """DATABASE_READ_URL: one or more postgresql:// URLs of hot standbys, comma separated."""
+    urls = tuple(u.strip() for u in (raw or "").split(",") if u.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+            raise ConfigError("DATABASE_READ_URL: one or more postgresql:// URLs, comma separated")
+    return urls
+
+
 def _metrics_token(raw: str | None) -> str | None:
     # A short token could be guessed by anyone who can reach the port.
     if raw is not None and (len(raw) < 16 or any(c.isspace() for c in raw)):
@@ -114,6 +124,8 @@ def _default_data_dir() -> Path:
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Hot standbys of DATABASE_URL for reads that may lag (docs/scaling.md); none: the primary.
+    database_read_urls: tuple[str, ...] = ()
     redis_url: str | None = None
     data_dir: Path = field(default_factory=_default_data_dir)
     geoip_db: Path | None = None
@@ -187,6 +199,7 @@ class Settings:
         ingest_rate, ingest_burst = _ingest_rate(env)
         settings = cls(
             database_url=env.get("DATABASE_URL") or None,
+            database_read_urls=_read_urls(env.get("DATABASE_READ_URL")),
             redis_url=env.get("REDIS_URL") or None,
             data_dir=data_dir or _default_data_dir(),
             geoip_db=Path(geoip) if geoip else None,
@@ -224,6 +237,8 @@ class Settings:
             ingest_burst_events=ingest_burst,
             metrics_token=_metrics_token(env.get("AUDITLOG_METRICS_TOKEN") or None),
         )
+        if settings.database_read_urls and not settings.database_url:
+            raise ConfigError("DATABASE_READ_URL: needs DATABASE_URL (the primary) too")
         if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://")):
             raise ConfigError("REDIS_URL: must start with redis:// or rediss://")
         if (settings.jwt_secret or settings.jwks_url) and not (

@@ -23,6 +23,7 @@ from auditlog.integrity.keys import SigningKeys
 from auditlog.services.ingest import Ingestor
 from auditlog.storage.database import create_pool, owner_connection, resolve_database_url
 from auditlog.storage.migrations import apply_migrations
+from auditlog.storage.replicas import ReadReplicas
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.tail import LiveHub
 from auditlog.ws_registry import SocketRegistry
@@ -48,6 +49,17 @@ class Services:
     live: LiveHub | None = None  # the live tail, started by the web app's lifespan
     export_counters: ExportCounters = field(default_factory=ExportCounters)
     sockets: SocketRegistry | None = None  # open websockets, by the web app's lifespan
+    replicas: ReadReplicas | None = None  # hot standbys (DATABASE_READ_URL), if any
+
+    def read_pool(self) -> asyncpg.Pool:
+        """A hot standby's pool for reads that may lag by the replication delay
+        (queries, export files, live backfill); the primary's without one answering.
+        Writes, and reads a writer depends on, use `pool` (docs/scaling.md)."""
+        if self.replicas is not None:
+            pool = self.replicas.pool()
+            if pool is not None:
+                return pool
+        return self.pool
 
 
 async def migrate(database_url: str) -> list[str]:
@@ -71,7 +83,14 @@ async def open_services(
     )
     geoip = GeoIP(settings.geoip_db, country_default=settings.geoip_default)
     bus = LiveBus(settings.redis_url)
+    replicas: ReadReplicas | None = None
     try:
+        if settings.database_read_urls:
+            replicas = await ReadReplicas.open(
+                settings.database_read_urls,
+                max_size=pool_size,
+                statement_timeout=settings.statement_timeout_seconds,
+            )
         await bus.connect()
         ingestor = Ingestor(pool, geoip, bus.notify)
         yield Services(
@@ -95,8 +114,11 @@ async def open_services(
             ingest_rate=IngestRateLimiter(
                 settings.ingest_events_per_second, settings.ingest_burst_events
             ),
+            replicas=replicas,
         )
     finally:
+        if replicas is not None:
+            await replicas.close()
         await bus.disconnect()
         geoip.close()
         await pool.close()

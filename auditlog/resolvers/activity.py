@@ -24,7 +24,7 @@ async def actor_activity(
         )
     if occurred_from is not None and occurred_to is not None and occurred_from >= occurred_to:
         raise BadInputError("occurredTo", "must be later than occurredFrom")
-    async with ctx.services.pool.acquire() as conn:
+    async with ctx.services.read_pool().acquire() as conn:
         workspace = await read_workspace_or_fail(conn, workspace_id)
         retention = workspace.retention_start(datetime.now(UTC))
         if retention is not None and (occurred_from is None or occurred_from < retention):

@@ -67,7 +67,8 @@ async def audit_events(
         after=TimePosition(after_c.occurred_at, after_c.seq) if after_c else None,
         before=TimePosition(before_c.occurred_at, before_c.seq) if before_c else None,
     )
-    async with event_store.page_connection(ctx.services.pool, flt) as conn:
+    # A replica's (DATABASE_READ_URL): a page may lag by the replication delay.
+    async with event_store.page_connection(ctx.services.read_pool(), flt) as conn:
         page = await read_page(conn, workspace_id, flt, request)
     return connection_from_page(codec, workspace_id, page)
 
@@ -97,7 +98,7 @@ async def audit_event(ctx: Context, id: strawberry.ID) -> AuditEvent | None:
         event_id = uuid.UUID(str(id))
     except ValueError:
         return None  # no event can have that id
-    async with ctx.services.pool.acquire() as conn:
+    async with ctx.services.read_pool().acquire() as conn:
         workspace = await read_workspace_or_fail(conn, workspace_id)
         row = await event_store.read_event_by_id(
             conn, workspace_id, event_id, workspace.retention_start(datetime.now(UTC))

@@ -54,6 +54,8 @@ class ApiServices(Protocol):
     @property
     def download_slots(self) -> DownloadSlots: ...
 
+    def read_pool(self) -> asyncpg.Pool: ...
+
 
 @dataclass
 class Context:

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from auditlog.model import EventFilter, Principal, uuid7
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
 from auditlog.storage import exports as export_store
+from auditlog.storage.replicas import acquire_fenced
 from auditlog.storage.workspaces import read_workspace
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class ExportServices(Protocol):
 
     @property
     def download_slots(self) -> DownloadSlots: ...
+
+    def read_pool(self) -> asyncpg.Pool: ...
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,15 @@ def _check_rate(created: list[datetime], limit: int, now: datetime) -> None:
     )
 
 
+def _shows_export(
+    row: export_store.ExportRow,
+) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
+    async def shows(conn: asyncpg.Connection) -> bool:
+        return await export_store.read_export(conn, row.workspace_id, row.id) is not None
+
+    return shows
+
+
 def download_links(
     services: ExportServices, row: export_store.ExportRow, base_url: str, now: datetime
 ) -> list[ExportLink]:
@@ -207,6 +219,14 @@ def proof_link(
 async def find_export(
     services: ExportServices, workspace_id: str, export_id: uuid.UUID
 ) -> export_store.ExportRow | None:
+    """From a read replica, or from the primary when the replica has not replayed
+    the export yet (one created a moment ago: read-your-writes)."""
+    replica = services.read_pool()
+    if replica is not services.pool:
+        async with replica.acquire() as conn:
+            row = await export_store.read_export(conn, workspace_id, export_id)
+        if row is not None:
+            return row
     async with services.pool.acquire() as conn:
         return await export_store.read_export(conn, workspace_id, export_id)
 
@@ -229,7 +249,10 @@ async def stream_part(
     connection the API needs.
     """
     slot = services.download_slots.slot(row.workspace_id)
-    async with slot, services.pool.acquire() as conn:
+    # A read replica that shows the export row has replayed every event of its
+    # snapshot (they committed before it); one that does not yet: the primary.
+    fenced = acquire_fenced(services.pool, services.read_pool(), _shows_export(row))
+    async with slot, fenced as conn:
         # A plan changed since the export was made narrows what its files show.
         workspace = await read_workspace(conn, row.workspace_id)
         retention_start = workspace.retention_start(datetime.now(UTC)) if workspace else None

@@ -15,6 +15,8 @@ Policy:
   the database, then live, with no gap and no duplicate (positions only grow).
 - Retention: events older than the workspace's retention are never delivered.
 - The tail stops when its last subscriber leaves; leaving always cleans up.
+- Read replicas: a catch-up reads from a standby only when that standby has
+  replayed past its target; the tail's own reads stay on the primary.
 - The database down (restarting, unreachable): reads are retried every poll,
   positions move only after a read, so subscribers resume where they were,
   with no gap; the outage is logged once per tail, not once per poll.
@@ -27,7 +29,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from auditlog.model import EventFilter, WorkspaceRow
 from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
+from auditlog.storage.replicas import acquire_fenced
 from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.doorbell import DoorbellListener
@@ -151,9 +154,23 @@ class WorkspaceTail:
             except Exception as exc:
                 self.read_failed("read", exc)
 
-    async def _read_after(self, position: Position) -> tuple[list[LiveEvent], datetime | None]:
-        """The next batch of final events after `position`, and the retention it applied."""
-        async with self.hub.pool.acquire() as conn:
+    async def _read_after(
+        self, position: Position, *, upto: Position | None = None
+    ) -> tuple[list[LiveEvent], datetime | None]:
+        """The next batch of final events after `position`, and the retention it applied.
+
+        With `upto` (a catch-up's target), from a read replica when one has
+        replayed past it (the replica's own safe watermark is at or past
+        `upto`), so it holds every event up to there; from the primary otherwise.
+        """
+        primary = self.hub.pool
+        replica = primary if upto is None else self.hub.read_pool()
+
+        async def replayed(conn: asyncpg.Connection) -> bool:
+            assert upto is not None
+            return await read_safe_watermark(conn) >= upto
+
+        async with acquire_fenced(primary, replica, replayed) as conn:
             retention = await self.retention_start(conn)
             rows = await read_live_events(
                 conn,
@@ -212,7 +229,7 @@ class WorkspaceTail:
         if sub.position >= target:
             sub.live = True  # no await since reading self.position: nothing slipped by
             return []
-        rows, retention = await self._read_after(sub.position)
+        rows, retention = await self._read_after(sub.position, upto=target)
         out: list[Delivery] = []
         for event in rows:
             if event.position > target:
@@ -238,8 +255,13 @@ class LiveHub:
         poll_interval: float = 1.0,
         queue_size: int = 256,
         sharing: bool = True,
+        read_pool: Callable[[], asyncpg.Pool] | None = None,
     ) -> None:
         self.pool = pool
+        # Catch-ups (subscription backfill) read from a replica when one has
+        # replayed far enough (WorkspaceTail._read_after); the tail itself reads
+        # the primary, so live events are never later than the replication delay.
+        self.read_pool = read_pool or (lambda: pool)
         self.poll_interval = poll_interval
         self.queue_size = queue_size
         self.sharing = sharing
@@ -333,7 +355,10 @@ class LiveHub:
 
 @asynccontextmanager
 async def open_live_hub(
-    pool: asyncpg.Pool, bus: LiveBus, settings: Settings
+    pool: asyncpg.Pool,
+    bus: LiveBus,
+    settings: Settings,
+    read_pool: Callable[[], asyncpg.Pool] | None = None,
 ) -> AsyncIterator[LiveHub]:
     """The process's live tail, for the web app's lifespan."""
     hub = LiveHub(
@@ -341,6 +366,7 @@ async def open_live_hub(
         bus,
         poll_interval=settings.live_poll_seconds,
         sharing=settings.live_sharing,
+        read_pool=read_pool,
     )
     await hub.start()
     try:
