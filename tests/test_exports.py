@@ -579,6 +579,15 @@ async def test_a_json_export_verifies_offline_against_its_proof_bundle(
         f"OK: 7 event(s) of 3 file(s) verified against the checkpoint of {bundle['origin']}" in out
     )
 
+    # Reformatted by a tool (indented, keys reordered): the events are checked by their
+    # RFC 8785 form instead of the file's text, and still verify.
+    pretty = tmp_path / "pretty.json"
+    reordered = [dict(reversed(list(e.items()))) for e in json.loads(files[1].read_bytes())]
+    pretty.write_text(json.dumps(reordered, indent=2, ensure_ascii=True))
+    code, out = await _verify(key, bundle_path, [files[0], pretty, files[2]])
+    assert code == 0, out
+    assert "OK: 7 event(s) of 3 file(s)" in out
+
     # One character of one string value of one event, in the second file.
     victim = json.loads(files[1].read_bytes())[1]["id"]
     retouched = _retouched(files[1], victim, '"name":"Ada Lovelace"', '"name":"Ada Lovelacf"')

@@ -111,6 +111,17 @@ class _Proof:
     hashes: list[bytes]
 
 
+def _event_texts(data: bytes, count: int) -> list[bytes] | None:
+    """Each event's text in a JSON export as the service writes it ('[\\n', one event a
+    line joined by ',\\n', '\\n]\\n'), or None for any other layout. JSON text holds no
+    raw newline inside a value, so the split cannot cut an event."""
+    if not (data.startswith(b"[\n") and data.endswith(b"\n]\n")):
+        return None
+    body = data[2:-3]
+    texts = body.split(b",\n") if body else []
+    return texts if len(texts) == count else None
+
+
 def _load_json(path: str) -> Any:
     return json.loads(Path(path).read_bytes())
 
@@ -152,7 +163,11 @@ def _check_event(
     checkpoint: Checkpoint,
     workspace_id: str | None,
     report: BundleReport,
+    raw: bytes | None = None,
 ) -> None:
+    """Check one event; `raw` is its text as the file holds it, when the file is laid out
+    as the service writes it. An event whose text differs from its RFC 8785 form (a file
+    reformatted since) is checked by re-serialising it."""
     event_id = event.get("id") if isinstance(event, dict) else None
     if not isinstance(event_id, str):
         report.fail(f"{where} is not an event with an id")
@@ -174,6 +189,16 @@ def _check_event(
             f"checkpoint's tree size {checkpoint.size}",
             event_id,
         )
+        return
+    # The exported text itself is what was hashed: no need to re-serialise it.
+    if (
+        raw is not None
+        and json.loads(raw) == event
+        and merkle.verify_inclusion(
+            merkle.leaf_hash(raw), proof.leaf_index, checkpoint.size, proof.hashes, checkpoint.root
+        )
+    ):
+        report.verified += 1
         return
     try:
         leaf = merkle.leaf_hash(_jcs(event))
@@ -232,14 +257,24 @@ def verify_bundle(verifier_key: str, bundle_path: str, files: list[str]) -> Bund
     workspace_id = checkpoint.origin.rpartition("/")[2] if "/" in checkpoint.origin else None
     for path in files:
         try:
-            events = _load_json(path)
+            data = Path(path).read_bytes()
+            events = json.loads(data)
         except (OSError, ValueError) as exc:
             report.fail(f"the export file {path} is not readable JSON: {exc}")
             continue
         if not isinstance(events, list):
             report.fail(f"the export file {path} is not a JSON array of events")
             continue
+        raws = _event_texts(data, len(events))
         for n, event in enumerate(events):
-            _check_event(event, f"{path}, event #{n + 1}", proofs, checkpoint, workspace_id, report)
+            _check_event(
+                event,
+                f"{path}, event #{n + 1}",
+                proofs,
+                checkpoint,
+                workspace_id,
+                report,
+                raws[n] if raws is not None else None,
+            )
     report.ok = report.failure is None
     return report
