@@ -3,8 +3,10 @@
     DATABASE_URL=postgresql://... REDIS_URL=redis://... python -m bench.soak [--minutes 30]
         [--rate N] [--subscribers 200] [--client-procs 2]
 
-One `auditlog serve` process, as deployed: background on (its own stream worker,
-sealer and maintenance in the same process), Redis doorbells. Against it, at once:
+One `auditlog serve --no-background` process (API, ingest, GraphQL, live tail,
+exports) and one `auditlog worker` process (the 3 destinations and the sealer),
+Redis doorbells. (With the worker inside serve, a 2-minute trial fell behind:
+webhook p99 80 s, destinations drained 36 s after the load stopped.) Against them:
 
 - Ingest: batches every 100 ms at `--rate` events/s (default: half the maximum
   measured first, 10 s of batches of 1,000 from 4 clients as fast as it goes).
@@ -20,10 +22,11 @@ sealer and maintenance in the same process), Redis doorbells. Against it, at onc
   streamingDestinations with lagEvents), and a createExport (NDJSON, the last
   minute) every minute.
 
-Printed: the server's RSS at start, after 5 min and every 5 min to the end
-(target: growth at most 10% after the first 5 minutes); errors (target 0:
+Printed: the achieved ingest rate, RSS of both processes at start, after 5 min
+and every 5 min to the end (target: growth at most 10% after the first 5 minutes); errors (target 0:
 ingest answers other than 202, GraphQL errors, exports that failed, subscriber
-errors or closed sockets, ERROR lines in the server's log); events lost by any
+errors or closed sockets, ERROR lines in the serve and worker logs; a send that
+failed and was retried shows only in the destinations' lastError); events lost by any
 subscriber or destination (target 0); and p99 latencies per 5 minutes: ingest
 POST; subscriber (from just before the POST to receipt, so it includes the
 ingest); webhook and HEC (from the 202 to receipt); query; export.
@@ -132,7 +135,7 @@ class Seen:
         for n in range(upto):
             accepted = soak.accepted_at(n)
             if self.bits[n] and accepted is not None:
-                out[soak.window_of(n)].append(self.first[n] - accepted)
+                out[int((accepted - soak.start) // WINDOW)].append(self.first[n] - accepted)
         return out
 
 
@@ -247,12 +250,6 @@ class Soak:
     def accepted_at(self, n: int) -> float | None:
         at = self.accepted[n // self.per_tick]
         return at or None
-
-    def window_of(self, n: int) -> int:
-        return int((n // self.per_tick) * TICK // WINDOW)
-
-    def window_now(self) -> int:
-        return int((time.time() - self.start) // WINDOW)
 
     def batch(self, tick: int, sent: float) -> bytes:
         occurred = datetime.fromtimestamp(sent, UTC).isoformat()
@@ -741,7 +738,7 @@ async def main() -> None:
                         if values
                         else f"{'-':>22}"
                     )
-                label = f"{w * 5:>3}-{min((w + 1) * 5, args.minutes):g}m"
+                label = f"{w * 5:>3}-{(w + 1) * 5}m" if w * 5 < args.minutes else "drain"
                 print(f"  {label:<9}" + "".join(f"{c:>22}" for c in cells))
         finally:
             for proc, _ in procs:
