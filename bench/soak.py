@@ -22,14 +22,14 @@ webhook p99 80 s, destinations drained 36 s after the load stopped.) Against the
   streamingDestinations with lagEvents), and a createExport (NDJSON, the last
   minute) every minute.
 
-Printed: the achieved ingest rate, RSS of both processes at start, after 5 min
-and every 5 min to the end (target: growth at most 10% after the first 5 minutes); errors (target 0:
-ingest answers other than 202, GraphQL errors, exports that failed, subscriber
-errors or closed sockets, ERROR lines in the serve and worker logs; a send that
-failed and was retried shows only in the destinations' lastError); events lost by any
-subscriber or destination (target 0); and p99 latencies per 5 minutes: ingest
-POST; subscriber (from just before the POST to receipt, so it includes the
-ingest); webhook and HEC (from the 202 to receipt); query; export.
+Printed: the achieved ingest rate, RSS of both processes at start, after 5 min and
+every 5 min to the end (target: growth at most 10% after the first 5 minutes);
+errors (target 0: ingest answers other than 202, GraphQL errors, exports that
+failed, subscriber errors or closed sockets, ERROR lines in the serve and worker
+logs; a send that failed and was retried shows only in the destinations' lastError);
+events lost by any subscriber or destination (target 0); and p99 latencies per 5
+minutes: ingest POST; subscriber (from just before the POST to receipt, so it
+includes the ingest); webhook and HEC (from the 202 to receipt); query; export.
 """
 
 from __future__ import annotations
