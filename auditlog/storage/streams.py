@@ -12,9 +12,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
+
+from auditlog.storage.events import INGEST_ORDER_AFTER
 
 _COLUMNS = """workspace_id, id, name, kind, categories, config, secrets, status, generation,
     cursor_xid, cursor_seq, last_delivered_at, last_error, attempts, retry_at, created_at,
@@ -491,3 +493,38 @@ async def beat(conn: asyncpg.Connection, worker_id: str, alive_seconds: float) -
 
 async def remove_worker(conn: asyncpg.Connection, worker_id: str) -> None:
     await conn.execute("DELETE FROM stream_workers WHERE id = $1", worker_id)
+
+
+class StreamEvent(NamedTuple):
+    """One event as delivery reads it: its position, category and stored payload."""
+
+    xid: int
+    seq: int
+    occurred_at: datetime
+    category: str
+    payload: str
+
+
+async def read_stream_events(
+    conn: asyncpg.Connection,
+    workspace_id: str,
+    *,
+    after: tuple[int, int],
+    limit: int,
+    retention_start: datetime | None,
+) -> list[StreamEvent]:
+    """Final events of one workspace after `after` in (xid, seq) order (the same
+    `INGEST_ORDER_AFTER` as the live tail), with only the columns delivery uses:
+    decoding the live tail's filter columns too (inet, text[], two more texts) was
+    most of a worker's CPU per event under full ingest."""
+    records = await conn.fetch(
+        f"""SELECT xid::text::bigint AS xid, seq, occurred_at, category, payload
+           {INGEST_ORDER_AFTER}""",
+        workspace_id,
+        str(after[0]),
+        after[1],
+        limit,
+        retention_start,
+    )
+    make = StreamEvent._make
+    return [make(r) for r in records]

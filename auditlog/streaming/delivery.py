@@ -73,7 +73,6 @@ from auditlog.storage import dead_letters as letters
 from auditlog.storage import streams as store
 from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.storage.integrity import CoveringCheckpoint, read_latest_checkpoint_covering
-from auditlog.storage.live import LiveEvent, read_live_events
 from auditlog.storage.workspaces import read_workspace
 from auditlog.streaming.config import MASK, restore_config
 from auditlog.streaming.credentials import CredentialBox
@@ -154,7 +153,7 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text[:300]
 
 
-def _out(event: LiveEvent, ocsf: bool = False) -> OutEvent:
+def _out(event: store.StreamEvent, ocsf: bool = False) -> OutEvent:
     payload = ocsf_json(event.payload).decode() if ocsf else event.payload
     return OutEvent(event.xid, event.seq, event.occurred_at, payload)
 
@@ -292,7 +291,7 @@ class DestinationDelivery:
             retention_start = workspace.retention_start(now) if workspace else None
             queued = await letters.read_queued(conn, self.key, RETRY_BATCH, retention_start)
             # The category comes as a column: no payload is parsed to filter.
-            events = await read_live_events(
+            events = await store.read_stream_events(
                 conn,
                 row.workspace_id,
                 after=(row.cursor_xid, row.cursor_seq),
@@ -363,7 +362,7 @@ class DestinationDelivery:
                 log.warning("destination %s: lease lost while waiting; abandoned", self.key.id)
                 return
 
-    async def _deliver(self, row: store.DestinationRow, events: list[LiveEvent]) -> bool:
+    async def _deliver(self, row: store.DestinationRow, events: list[store.StreamEvent]) -> bool:
         assert self.sink is not None
         sink = self.sink
         wanted = set(row.categories)
