@@ -8,33 +8,22 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import asyncpg
 from strawberry.extensions import SchemaExtension
 from strawberry.types import Info as StrawberryInfo
 
 from auditlog.auth import SessionTokens
-from auditlog.config import Settings
 from auditlog.cursors import CursorCodec
 from auditlog.errors import AuthError
-from auditlog.exports.slots import DownloadSlots, ExportCounters
 from auditlog.integrity.keys import SigningKeys
 from auditlog.model import Principal
-from auditlog.services.ingest import Ingestor
+from auditlog.services.exports import ExportServices
 from auditlog.streaming.tail import LiveHub
 
 
-class ApiServices(Protocol):
-    """What the API reads from the process: the runtime's Services has all of it, and
-    the schema need not know the runtime that wires it."""
-
-    @property
-    def pool(self) -> asyncpg.Pool: ...
-
-    @property
-    def ingestor(self) -> Ingestor: ...
-
-    @property
-    def settings(self) -> Settings: ...
+class ApiServices(ExportServices, Protocol):
+    """What the API reads from the process: what exports need (it hands them these
+    services) and more. The runtime's Services has all of it, and the schema need not
+    know the runtime that wires it."""
 
     @property
     def cursors(self) -> CursorCodec: ...
@@ -47,14 +36,6 @@ class ApiServices(Protocol):
 
     @property
     def live(self) -> LiveHub | None: ...
-
-    @property
-    def export_counters(self) -> ExportCounters: ...
-
-    @property
-    def download_slots(self) -> DownloadSlots: ...
-
-    def read_pool(self) -> asyncpg.Pool: ...
 
 
 @dataclass
