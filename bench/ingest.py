@@ -20,7 +20,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -93,13 +93,14 @@ def make_batches(total: int, seed: int = 1, size: int = BATCH) -> list[bytes]:
     return batches
 
 
-async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
+async def post_batches(bases: Sequence[str], key: str, batches: list[bytes], clients: int) -> None:
+    """Every batch, from `clients` concurrent clients, client i on API i mod len(bases)."""
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in batches:
         queue.put_nowait(body)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-    async def client() -> None:
+    async def client(base: str) -> None:
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             while not queue.empty():
                 body = queue.get_nowait()
@@ -107,8 +108,13 @@ async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
                 if response.status_code != 202:
                     raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
 
+    await asyncio.gather(*(client(bases[i % len(bases)]) for i in range(clients)))
+
+
+async def http_ingest(base: str, key: str, batches: list[bytes]) -> float:
+    """Seconds to post every batch to `base` from CLIENTS concurrent clients."""
     with Timer() as timer:
-        await asyncio.gather(*(client() for _ in range(CLIENTS)))
+        await post_batches([base], key, batches, CLIENTS)
     return timer.seconds
 
 

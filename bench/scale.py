@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,7 +53,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.common import backend_cpu, cpu_since, free_port, fresh_database, process_cpu
-from bench.ingest import make_batches
+from bench.ingest import make_batches, post_batches
 
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
 INGEST_CLIENTS = 8
@@ -303,24 +303,6 @@ async def gql(base: str, key: str, query: str, variables: dict[str, Any]) -> dic
     if "errors" in body:
         raise RuntimeError(body["errors"])
     return body["data"]
-
-
-async def post_batches(bases: Sequence[str], key: str, batches: list[bytes], clients: int) -> None:
-    """Every batch, from `clients` concurrent clients, client i on API i mod len(bases)."""
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in batches:
-        queue.put_nowait(body)
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-
-    async def client(base: str) -> None:
-        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
-            while not queue.empty():
-                body = queue.get_nowait()
-                response = await http.post("/v1/events", content=body, headers=headers)
-                if response.status_code != 202:
-                    raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
-
-    await asyncio.gather(*(client(bases[i % len(bases)]) for i in range(clients)))
 
 
 def simple_events(count: int, action: str) -> list[dict[str, Any]]:
