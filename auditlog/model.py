@@ -1,5 +1,7 @@
 """Domain types every layer may use: categories, plans, roles, the caller, filters,
-event ids and timestamps. Nothing here speaks SQL, HTTP or GraphQL."""
+event ids and timestamps, and the stored rows that services and the schema pass
+between them (exports, checkpoints, actor activity, dead letters). Nothing here
+speaks SQL, HTTP or GraphQL."""
 
 from __future__ import annotations
 
@@ -161,3 +163,83 @@ def parse_timestamp(value: Any) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError("must be a date between years 1 and 9999 in UTC") from None
+
+
+@dataclass(frozen=True, slots=True)
+class TimePosition:
+    """A keyset position in newest-first order."""
+
+    occurred_at: datetime
+    seq: int
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """What an export holds: its snapshot, exact row count and part boundaries."""
+
+    snapshot: str
+    retention_start: datetime | None
+    row_count: int
+    part_size: int
+    part_ends: list[TimePosition]
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    workspace_id: str
+    id: uuid.UUID
+    format: str
+    filter: dict[str, Any]
+    criteria: EventFilter
+    plan: ExportPlan
+    created_by: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+    event_format: str = "NATIVE"  # or OCSF (JSON and NDJSON files only)
+
+    @property
+    def part_count(self) -> int:
+        """Parts needed for the rows; an empty result still has one (empty) file."""
+        return max(1, -(-self.plan.row_count // self.plan.part_size))
+
+    def part_rows(self, part: int) -> int:
+        size = self.plan.part_size
+        return max(0, min(size, self.plan.row_count - size * (part - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    workspace_id: str
+    tree_size: int
+    root_hash: bytes
+    signed_note: str
+    verifier_key: str
+    sealed_at: datetime
+
+
+ACTIVITY_MAX_EVENTS = 10_000  # events actorActivity reads at most: the newest in the range
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRow:
+    kind: str  # ip | country | device
+    value: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityRows:
+    rows: list[SeenRow]
+    truncated: bool  # the range holds more than ACTIVITY_MAX_EVENTS events: the newest were read
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    event_id: uuid.UUID
+    status_code: int | None
+    error: str
+    failed_at: datetime
+    queued: bool
+    attempts: int

@@ -14,12 +14,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from auditlog.model import EventFilter
-from auditlog.storage.events import (
-    StoredEvent,
-    TimePosition,
-    read_events_page,
-)
+from auditlog.model import EventFilter, TimePosition
+from auditlog.storage.events import StoredEvent, read_events_page
 
 
 @dataclass(frozen=True, slots=True)

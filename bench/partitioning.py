@@ -22,6 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from auditlog.model import TimePosition
 from auditlog.storage import events as store
 from auditlog.storage.database import create_pool
 from bench.common import fresh_database, read_events_since
@@ -69,7 +70,7 @@ async def prepare(url: str, daily: bool, events: int, days: int, now: datetime) 
 
 def reads(now: datetime, event_id: uuid.UUID, days: int) -> dict[str, Read]:
     ws = WORKSPACES[3]
-    deep = store.TimePosition(now - timedelta(days=days - 30), 2**62)
+    deep = TimePosition(now - timedelta(days=days - 30), 2**62)
     return {
         "newest page (50)": lambda c: store.read_events_page(c, ws, store.EventFilter(), limit=51),
         "actor email page": lambda c: store.read_events_page(

@@ -35,12 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from auditlog.cursors import CursorCodec
 from auditlog.ingest.enrich import GeoIP
+from auditlog.model import TimePosition
 from auditlog.runtime import migrate
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.services import keys as key_service
 from auditlog.services.ingest import Ingestor
 from auditlog.storage.database import create_pool
-from auditlog.storage.events import TimePosition, page_connection
+from auditlog.storage.events import page_connection
 from bench.common import server_process, with_database
 from bench.query_data import BIG, BenchData, generate, loaded_count
 from bench.query_measure import (

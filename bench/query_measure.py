@@ -20,6 +20,7 @@ import orjson
 import strawberry
 
 from auditlog.cursors import CursorCodec
+from auditlog.model import TimePosition
 from auditlog.paging import Page
 from auditlog.resolvers.events import connection_from_page
 from auditlog.resolvers.root import build_schema
@@ -28,7 +29,6 @@ from auditlog.schema.types import AuditEventConnection, EventCategory
 from auditlog.storage.events import (
     PageBounds,
     StoredEvent,
-    TimePosition,
     block_window_query,
     bounded_block,
     page_connection,

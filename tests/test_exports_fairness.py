@@ -22,11 +22,10 @@ import pytest
 
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
-from auditlog.model import EventFilter, Principal
+from auditlog.model import EventFilter, ExportRow, Principal
 from auditlog.runtime import DownloadSlots, Services
 from auditlog.services import exports as export_service
 from auditlog.services import integrity as integrity_service
-from auditlog.storage.exports import ExportRow
 from tests.conftest import (
     RunningService,
     create_workspace_keys,

@@ -58,24 +58,6 @@ ALLOWED: dict[tuple[str, str], str] = {
         "auditlog.schema.streaming",
         "auditlog.resolvers.streaming",
     ): "StreamingDestination.deadLetters and the streaming Query/Mutation fields",
-    # schema -> storage: from_row converters typed by storage's row dataclasses; the
-    # fix is to move those dataclasses into model, as WorkspaceRow was.
-    (
-        "auditlog.schema.exports",
-        "auditlog.storage.exports",
-    ): "Export.from_row takes storage's ExportRow",
-    (
-        "auditlog.schema.integrity",
-        "auditlog.storage.integrity",
-    ): "Checkpoint.from_row takes storage's StoredCheckpoint",
-    (
-        "auditlog.schema.activity",
-        "auditlog.storage.activity",
-    ): "ActorActivity is built from storage's ActivityRows and states its MAX_EVENTS",
-    (
-        "auditlog.schema.streaming",
-        "auditlog.storage.dead_letters",
-    ): "DeadLetter.from_row takes storage's DeadLetterRow",
 }
 
 

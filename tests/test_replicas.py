@@ -21,10 +21,10 @@ import pytest
 
 from auditlog.config import Settings
 from auditlog.errors import ConfigError
+from auditlog.model import ExportRow
 from auditlog.runtime import Services, migrate
 from auditlog.services import exports as export_service
 from auditlog.storage.events import read_safe_watermark
-from auditlog.storage.exports import ExportRow
 from auditlog.storage.live import LiveEvent, read_live_events
 from tests.conftest import (
     RunningService,

@@ -25,10 +25,10 @@ from starlette.types import Message, Send
 from auditlog.endpoints.common import json_response, services_of
 from auditlog.exports.formats import FORMATS, encode
 from auditlog.exports.links import ExportLinks
+from auditlog.model import ExportRow
 from auditlog.runtime import Services
 from auditlog.services import exports as export_service
 from auditlog.services import proofs
-from auditlog.storage.exports import ExportRow
 
 log = logging.getLogger(__name__)
 

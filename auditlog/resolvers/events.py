@@ -11,7 +11,7 @@ import strawberry
 from auditlog.catalog import CATALOG
 from auditlog.cursors import CursorCodec
 from auditlog.errors import BadInputError, NotFoundError
-from auditlog.model import WorkspaceRow
+from auditlog.model import TimePosition, WorkspaceRow
 from auditlog.paging import Page, PageRequest, read_page
 from auditlog.schema.context import Context
 from auditlog.schema.inputs import AuditEventFilter
@@ -25,7 +25,6 @@ from auditlog.schema.types import (
     Workspace,
 )
 from auditlog.storage import events as event_store
-from auditlog.storage.events import TimePosition
 from auditlog.storage.workspaces import read_workspace
 
 

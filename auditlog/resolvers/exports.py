@@ -9,12 +9,12 @@ import strawberry
 
 from auditlog.errors import BadInputError
 from auditlog.exports.formats import OCSF_FILE_FORMATS
+from auditlog.model import ExportRow
 from auditlog.schema.context import Context
 from auditlog.schema.exports import CreateExportInput, Export, filter_as_json
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.limits import EXPORTS_DEFAULT, EXPORTS_MAX
 from auditlog.services import exports as export_service
-from auditlog.storage.exports import ExportRow
 
 
 def _parse_id(value: str) -> uuid.UUID | None:

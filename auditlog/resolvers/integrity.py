@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from strawberry.dataloader import DataLoader
 
 from auditlog.errors import BadInputError
+from auditlog.model import StoredCheckpoint
 from auditlog.schema.context import Context
 from auditlog.services import integrity as service
 from auditlog.storage import integrity as store
-from auditlog.storage.integrity import StoredCheckpoint
 
 CHECKPOINTS_MAX = 500
 CHECKPOINTS_DEFAULT = 50

@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime
 
 from auditlog.errors import AuthError, BadInputError
+from auditlog.model import DeadLetterRow
 from auditlog.schema.context import Context, operation_memo
 from auditlog.schema.limits import DEAD_LETTERS_DEFAULT, PAGE_MAX
 from auditlog.services import dead_letters
@@ -17,7 +18,6 @@ from auditlog.services.streams import (
     StreamingAdmin,
     authorize,
 )
-from auditlog.storage.dead_letters import DeadLetterRow
 from auditlog.streaming.config import DestinationConfig
 
 

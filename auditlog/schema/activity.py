@@ -6,7 +6,7 @@ from datetime import datetime
 
 import strawberry
 
-from auditlog.storage.activity import MAX_EVENTS, ActivityRows, SeenRow
+from auditlog.model import ACTIVITY_MAX_EVENTS, ActivityRows, SeenRow
 
 
 @strawberry.type
@@ -25,8 +25,8 @@ class SeenValue:
 
 @strawberry.type(
     description="Where an actor has been seen, from their events in the range (the newest "
-    f"{MAX_EVENTS} at most, see truncated): IP addresses, countries (ISO codes) and devices "
-    "('browser / os / device'), the most recently seen first."
+    f"{ACTIVITY_MAX_EVENTS} at most, see truncated): IP addresses, countries (ISO codes) and "
+    "devices ('browser / os / device'), the most recently seen first."
 )
 class ActorActivity:
     actor_email: str
@@ -34,8 +34,8 @@ class ActorActivity:
     countries: list[SeenValue]
     devices: list[SeenValue]
     truncated: bool = strawberry.field(
-        description=f"the range holds more than {MAX_EVENTS} events of this actor: the values "
-        "are those of the newest; set occurredTo to look further back"
+        description=f"the range holds more than {ACTIVITY_MAX_EVENTS} events of this actor: the "
+        "values are those of the newest; set occurredTo to look further back"
     )
 
     @classmethod

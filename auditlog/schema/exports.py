@@ -9,11 +9,10 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from auditlog.model import format_timestamp
+from auditlog.model import ExportRow, format_timestamp
 from auditlog.schema.inputs import AuditEventFilter
 from auditlog.schema.types import EventFormat
 from auditlog.services.exports import ExportLink, is_expired
-from auditlog.storage.exports import ExportRow
 
 
 @strawberry.enum

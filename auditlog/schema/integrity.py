@@ -6,10 +6,10 @@ from datetime import datetime
 
 import strawberry
 
+from auditlog.model import StoredCheckpoint
 from auditlog.resolvers import integrity as resolvers
 from auditlog.schema.context import Info
 from auditlog.services.integrity import b64
-from auditlog.storage.integrity import StoredCheckpoint
 
 
 @strawberry.type(description="A signed C2SP checkpoint of the workspace's tree.")

@@ -9,11 +9,11 @@ from typing import Annotated, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from auditlog.model import DeadLetterRow
 from auditlog.resolvers import streaming as resolvers
 from auditlog.schema.context import Info
 from auditlog.schema.types import EventCategory, EventFormat
 from auditlog.services.streams import CreatedDestination, DeliveryTest, DestinationView
-from auditlog.storage.dead_letters import DeadLetterRow
 from auditlog.streaming import config as cfg
 
 

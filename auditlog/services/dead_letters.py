@@ -14,6 +14,7 @@ import uuid
 import asyncpg
 
 from auditlog.errors import NotFoundError
+from auditlog.model import DeadLetterRow
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
 from auditlog.services.streams import Caller
@@ -30,7 +31,7 @@ def _destination_id(value: str) -> uuid.UUID:
 
 async def list_dead_letters(
     pool: asyncpg.Pool, caller: Caller, destination_id: str, size: int
-) -> list[store.DeadLetterRow]:
+) -> list[DeadLetterRow]:
     """The destination's first `size` dead letters, in ingest order."""
     async with pool.acquire() as conn:
         return await store.read_dead_letters(

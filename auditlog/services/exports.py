@@ -27,7 +27,7 @@ from auditlog.config import Settings
 from auditlog.errors import RateLimitedError
 from auditlog.exports.links import ExportLinks
 from auditlog.exports.slots import DownloadSlots, ExportCounters
-from auditlog.model import EventFilter, Principal, uuid7
+from auditlog.model import EventFilter, ExportRow, Principal, uuid7
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
 from auditlog.storage import exports as export_store
@@ -69,7 +69,7 @@ class ExportLink:
     url: str
 
 
-def is_expired(row: export_store.ExportRow, now: datetime) -> bool:
+def is_expired(row: ExportRow, now: datetime) -> bool:
     return now >= row.expires_at
 
 
@@ -83,7 +83,7 @@ async def create_export(
     *,
     event_format: str = "NATIVE",
     part_size: int = PART_SIZE,
-) -> export_store.ExportRow:
+) -> ExportRow:
     """Fix the result now and record who exported what; files come on download.
 
     At most `exports_per_minute` exports per workspace in any 60 seconds. The
@@ -108,7 +108,7 @@ async def create_export(
             plan = await export_store.plan_export(
                 conn, workspace_id, criteria, retention_start=retention_start, part_size=part_size
             )
-        row = export_store.ExportRow(
+        row = ExportRow(
             workspace_id=workspace_id,
             id=export_id,
             format=file_format,
@@ -169,7 +169,7 @@ def _check_rate(created: list[datetime], limit: int, now: datetime) -> None:
 
 
 def _shows_export(
-    row: export_store.ExportRow,
+    row: ExportRow,
 ) -> Callable[[asyncpg.Connection], Awaitable[bool]]:
     async def shows(conn: asyncpg.Connection) -> bool:
         return await export_store.read_export(conn, row.workspace_id, row.id) is not None
@@ -178,7 +178,7 @@ def _shows_export(
 
 
 def download_links(
-    services: ExportServices, row: export_store.ExportRow, base_url: str, now: datetime
+    services: ExportServices, row: ExportRow, base_url: str, now: datetime
 ) -> list[ExportLink]:
     """A signed URL for every part; none once the export has expired."""
     if is_expired(row, now):
@@ -196,7 +196,7 @@ def download_links(
     ]
 
 
-def has_proof(row: export_store.ExportRow) -> bool:
+def has_proof(row: ExportRow) -> bool:
     """Whether a proof bundle can prove the export's files: NATIVE JSON only. A leaf
     hashes the stored event, which a JSON file holds verbatim; an OCSF file holds
     another object, which no proof of the log can verify."""
@@ -204,7 +204,7 @@ def has_proof(row: export_store.ExportRow) -> bool:
 
 
 def proof_link(
-    services: ExportServices, row: export_store.ExportRow, base_url: str, now: datetime
+    services: ExportServices, row: ExportRow, base_url: str, now: datetime
 ) -> str | None:
     """A signed URL of the proof bundle: NATIVE JSON exports only (has_proof), none
     once the export has expired."""
@@ -218,7 +218,7 @@ def proof_link(
 
 async def find_export(
     services: ExportServices, workspace_id: str, export_id: uuid.UUID
-) -> export_store.ExportRow | None:
+) -> ExportRow | None:
     """From a read replica, or from the primary when the replica has not replayed
     the export yet (one created a moment ago: read-your-writes)."""
     replica = services.read_pool()
@@ -233,13 +233,13 @@ async def find_export(
 
 async def list_exports(
     services: ExportServices, workspace_id: str, limit: int, after: uuid.UUID | None
-) -> list[export_store.ExportRow]:
+) -> list[ExportRow]:
     async with services.pool.acquire() as conn:
         return await export_store.read_exports(conn, workspace_id, limit=limit, before_id=after)
 
 
 async def stream_part(
-    services: ExportServices, row: export_store.ExportRow, part: int
+    services: ExportServices, row: ExportRow, part: int
 ) -> AsyncGenerator[list[str], None]:
     """One part's stored payloads in batches; holds one pooled connection while it runs.
 

@@ -21,8 +21,9 @@ import asyncpg
 from auditlog.errors import BadInputError
 from auditlog.integrity import merkle
 from auditlog.integrity.notes import NoteSigner, checkpoint_body
+from auditlog.model import StoredCheckpoint
 from auditlog.storage import integrity as store
-from auditlog.storage.integrity import TILE_BITS, TILE_WIDTH, StoredCheckpoint
+from auditlog.storage.integrity import TILE_BITS, TILE_WIDTH
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from auditlog.integrity import bundle
+from auditlog.model import ExportRow, StoredCheckpoint
 from auditlog.services import integrity as integrity_service
 from auditlog.services.exports import ExportServices
 from auditlog.storage import exports as export_store
 from auditlog.storage import integrity as integrity_store
-from auditlog.storage.integrity import StoredCheckpoint
 from auditlog.storage.workspaces import read_workspace
 
 PENDING_WAIT = 10.0  # seconds a download waits for the sealer before answering PENDING
@@ -42,7 +42,7 @@ class Pending:
 
 
 async def plan_bundle(
-    services: ExportServices, row: export_store.ExportRow, *, wait: float = PENDING_WAIT
+    services: ExportServices, row: ExportRow, *, wait: float = PENDING_WAIT
 ) -> BundlePlan | Pending:
     """The leaf of every event of the export's files and a checkpoint covering them all,
     waiting up to `wait` seconds for the sealer; Pending if it has not got there by then."""

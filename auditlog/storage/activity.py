@@ -1,7 +1,7 @@
 """Where an actor has been seen: distinct IP addresses, countries and devices.
 
 Read from the events themselves (every event of the actor, not only logins),
-so it always agrees with the log; from the newest MAX_EVENTS of them in the
+so it always agrees with the log; from the newest ACTIVITY_MAX_EVENTS of them in the
 range at most (one backward index scan), so one actor's millions of events
 cannot make one query read them all. Countries are ISO codes and devices the
 "browser / os / device" label, as login anomalies use them.
@@ -9,31 +9,14 @@ cannot make one query read them all. Countries are ISO codes and devices the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from auditlog.model import ACTIVITY_MAX_EVENTS, ActivityRows, SeenRow
+
 MAX_VALUES = 500  # per kind; the most recently seen first
-MAX_EVENTS = 10_000  # events read at most: the newest in the range
-
-
-@dataclass(frozen=True, slots=True)
-class SeenRow:
-    kind: str  # ip | country | device
-    value: str
-    count: int
-    first_seen: datetime
-    last_seen: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ActivityRows:
-    rows: list[SeenRow]
-    truncated: bool  # the range holds more than MAX_EVENTS events: the newest were read
-
-
-# The newest MAX_EVENTS + 1 events: the one more only tells that there are more.
+# The newest ACTIVITY_MAX_EVENTS + 1 events: the one more only tells that there are more.
 _SQL = """
 WITH newest AS MATERIALIZED (
     SELECT occurred_at, ip, payload
@@ -78,7 +61,7 @@ async def read_actor_activity(
     occurred_from: datetime | None,
     occurred_to: datetime | None,
     *,
-    max_events: int = MAX_EVENTS,
+    max_events: int = ACTIVITY_MAX_EVENTS,
 ) -> ActivityRows:
     """Distinct values seen on the actor's newest events (email lower-cased), the
     most recently seen first; one row more (kind NULL) carries `truncated`."""

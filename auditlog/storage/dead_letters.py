@@ -12,21 +12,12 @@ from datetime import datetime
 
 import asyncpg
 
+from auditlog.model import DeadLetterRow
 from auditlog.storage.streams import DestinationKey
 
 _FENCE = """EXISTS (SELECT 1 FROM stream_destinations d
                    WHERE d.workspace_id = $1 AND d.id = $2
                      AND d.lease_owner = $3 AND d.lease_until > now())"""
-
-
-@dataclass(frozen=True)
-class DeadLetterRow:
-    event_id: uuid.UUID
-    status_code: int | None
-    error: str
-    failed_at: datetime
-    queued: bool
-    attempts: int
 
 
 @dataclass(frozen=True)

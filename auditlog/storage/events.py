@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from auditlog.model import EventFilter, IPAddress
+from auditlog.model import EventFilter, IPAddress, TimePosition
 from auditlog.storage.database import (
     CUSTOM_PLANS,
     GENERIC_PLANS,
@@ -101,14 +101,6 @@ class StoredEvent:
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> StoredEvent:
         return cls(r["workspace_id"], r["occurred_at"], r["seq"], r["xid"], r["payload"])
-
-
-@dataclass(frozen=True, slots=True)
-class TimePosition:
-    """A keyset position in newest-first order."""
-
-    occurred_at: datetime
-    seq: int
 
 
 async def ensure_partitions(conn: asyncpg.Connection, days: Sequence[date]) -> None:

@@ -21,46 +21,12 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.model import EventFilter
-from auditlog.storage.events import TimePosition, filter_sql
+from auditlog.model import EventFilter, ExportPlan, ExportRow, TimePosition
+from auditlog.storage.events import filter_sql
 
 _COLUMNS = """workspace_id, id, format, filter, criteria, snapshot::text AS snapshot,
     retention_start, row_count, part_size, part_ends_at, part_ends_seq, created_by,
     created_at, expires_at, event_format"""
-
-
-@dataclass(frozen=True)
-class ExportPlan:
-    """What an export holds: its snapshot, exact row count and part boundaries."""
-
-    snapshot: str
-    retention_start: datetime | None
-    row_count: int
-    part_size: int
-    part_ends: list[TimePosition]
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    workspace_id: str
-    id: uuid.UUID
-    format: str
-    filter: dict[str, Any]
-    criteria: EventFilter
-    plan: ExportPlan
-    created_by: dict[str, Any]
-    created_at: datetime
-    expires_at: datetime
-    event_format: str = "NATIVE"  # or OCSF (JSON and NDJSON files only)
-
-    @property
-    def part_count(self) -> int:
-        """Parts needed for the rows; an empty result still has one (empty) file."""
-        return max(1, -(-self.plan.row_count // self.plan.part_size))
-
-    def part_rows(self, part: int) -> int:
-        size = self.plan.part_size
-        return max(0, min(size, self.plan.row_count - size * (part - 1)))
 
 
 def filter_to_json(flt: EventFilter) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
+from auditlog.model import StoredCheckpoint
 from auditlog.storage.events import SAFE_WATERMARK
 
 TILE_WIDTH = 256
@@ -30,16 +31,6 @@ class Frontier:
     size: int
     last_xid: int
     last_seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredCheckpoint:
-    workspace_id: str
-    tree_size: int
-    root_hash: bytes
-    signed_note: str
-    verifier_key: str
-    sealed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
