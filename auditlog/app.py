@@ -28,6 +28,7 @@ from auditlog.metrics import process_metrics
 from auditlog.middleware import RequestContext
 from auditlog.resolvers.root import schema
 from auditlog.runtime import open_services
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.streaming.tail import open_live_hub
 from auditlog.streaming.worker import running_worker
 from auditlog.ws_registry import open_socket_registry
@@ -89,7 +90,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             app.state.background = background
             if background:
                 await stack.enter_async_context(
-                    running_worker(services.pool, services.bus, services.settings)
+                    running_worker(
+                        services.pool, services.bus, services.settings, record=ServiceEventWriter()
+                    )
                 )
                 app.state.maintenance = await stack.enter_async_context(
                     MaintenanceScheduler(

@@ -228,6 +228,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from auditlog.jobs.sealer import Sealer
+    from auditlog.services.service_events import ServiceEventWriter
     from auditlog.streaming.delivery import DeliveryOptions
     from auditlog.streaming.worker import StreamWorker
 
@@ -242,7 +243,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        worker = StreamWorker(services.pool, services.bus, services.settings, options=options)
+        worker = StreamWorker(
+            services.pool,
+            services.bus,
+            services.settings,
+            options=options,
+            record=ServiceEventWriter(),
+        )
         sealer = Sealer(
             services.pool, services.signing_keys, interval=services.settings.seal_interval_seconds
         )

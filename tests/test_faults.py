@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from auditlog.runtime import migrate
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.storage.database import owner_connection
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import running_worker
@@ -183,7 +184,9 @@ async def test_redis_killed_mid_run_and_restarted_loses_nothing_and_reconnects(
         async with (
             receiver_running() as receiver,
             httpx.AsyncClient(base_url=running.base_url, timeout=10) as http,
-            running_worker(services.pool, services.bus, services.settings, POLLING) as worker,
+            running_worker(
+                services.pool, services.bus, services.settings, POLLING, record=ServiceEventWriter()
+            ) as worker,
             live_client(running.base_url, workspace.admin) as client,
         ):
             workspace.http = http
@@ -241,7 +244,9 @@ async def test_redis_frozen_ingest_p99_under_one_second_and_nothing_lost(
         async with (
             receiver_running() as receiver,
             httpx.AsyncClient(base_url=running.base_url, timeout=10) as http,
-            running_worker(services.pool, services.bus, services.settings, POLLING) as worker,
+            running_worker(
+                services.pool, services.bus, services.settings, POLLING, record=ServiceEventWriter()
+            ) as worker,
             live_client(running.base_url, workspace.admin) as client,
         ):
             workspace.http = http
@@ -321,7 +326,9 @@ async def test_postgres_fast_and_immediate_shutdown_mid_ingest_loses_nothing(
         async with (
             receiver_running() as receiver,
             httpx.AsyncClient(base_url=running.base_url, timeout=10) as http,
-            running_worker(services.pool, services.bus, services.settings, POLLING),
+            running_worker(
+                services.pool, services.bus, services.settings, POLLING, record=ServiceEventWriter()
+            ),
         ):
             workspace = await create_workspace_keys(services, http)
             created = await create_destination(workspace, {"webhook": {"url": receiver.url}})

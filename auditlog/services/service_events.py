@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from auditlog.catalog import CATEGORY_OF
+from auditlog.ingest.enrich import GeoIP
 from auditlog.ingest.validate import Actor, EventIn, Target
 from auditlog.model import uuid7
 from auditlog.services.ingest import Ingestor, IngestResult
@@ -111,3 +112,25 @@ async def audited(
     async with conn.transaction():
         yield audit
     await audit._notify()
+
+
+class ServiceEventWriter:
+    """Writes one audit_log.* event in the caller's transaction, for the parts below
+    services that record what they did (the stream worker's dead letters). It rings
+    no live tail: those events reach readers by polling, as the retention's do."""
+
+    def __init__(self) -> None:
+        self._ingestor = Ingestor(None, GeoIP(None, quiet=True))
+
+    async def __call__(
+        self,
+        conn: asyncpg.Connection,
+        workspace_id: str,
+        action: str,
+        *,
+        targets: list[dict[str, Any]],
+        metadata: dict[str, Any],
+    ) -> None:
+        await record_service_event(
+            self._ingestor, workspace_id, action, targets=targets, metadata=metadata, conn=conn
+        )

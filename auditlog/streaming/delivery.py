@@ -58,17 +58,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
 from auditlog.catalog import Category
 from auditlog.errors import ConfigError
-from auditlog.ingest.enrich import GeoIP
 from auditlog.metrics import count_delivered, count_delivery_failed
 from auditlog.ocsf import ocsf_json
-from auditlog.services.ingest import Ingestor
-from auditlog.services.service_events import record_service_event
 from auditlog.storage import dead_letters as letters
 from auditlog.storage import streams as store
 from auditlog.storage.database import DATABASE_UNAVAILABLE
@@ -105,6 +103,22 @@ class _Outcome(enum.Enum):
 # True: the cursor moved; False: a replay kept it (read again); None: the lease is lost.
 Acknowledged = Callable[[int, int], Awaitable[bool | None]]
 SetAside = Callable[[int, SinkError], Awaitable[bool | None]]
+
+
+class RecordServiceEvent(Protocol):
+    """Writes one audit_log.* event on `conn`, in its transaction; handed down by whoever
+    starts the worker (services.service_events.ServiceEventWriter), since delivery sits
+    below the services that own the audit of the audit."""
+
+    async def __call__(
+        self,
+        conn: asyncpg.Connection,
+        workspace_id: str,
+        action: str,
+        *,
+        targets: list[dict[str, Any]],
+        metadata: dict[str, Any],
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -182,6 +196,7 @@ class DestinationDelivery:
         worker_id: str,
         key: store.DestinationKey,
         options: DeliveryOptions,
+        record: RecordServiceEvent,
     ) -> None:
         self.pool = pool
         self.doorbells = doorbells
@@ -193,9 +208,7 @@ class DestinationDelivery:
         self.sink: Sink | None = None
         self.generation = 0
         self.rng = random.Random()
-        # Writes its audit_log.stream.dead_lettered events on its own connections;
-        # other readers find them by polling, as the retention's.
-        self.service_events = Ingestor(None, GeoIP(None, quiet=True))
+        self.record = record  # writes audit_log.stream.dead_lettered
         self.database_down = False  # logged once per outage
 
     async def run(self) -> None:
@@ -501,8 +514,8 @@ class DestinationDelivery:
     ) -> None:
         # The receiver's answer stays on the list (owners and admins): it may quote the
         # event or the receiver's internals, which every reader of the log would see.
-        await record_service_event(
-            self.service_events,
+        await self.record(
+            conn,
             row.workspace_id,
             "audit_log.stream.dead_lettered",
             targets=[{"type": "streaming_destination", "id": str(row.id), "name": row.name}],
@@ -512,7 +525,6 @@ class DestinationDelivery:
                 "statusCode": error.status_code,
                 "retried": retried,
             },
-            conn=conn,
         )
 
     async def _retry_dead_letters(

@@ -36,7 +36,7 @@ from auditlog.storage import streams as store
 from auditlog.storage.database import DATABASE_UNAVAILABLE
 from auditlog.streaming.bus import LiveBus
 from auditlog.streaming.credentials import CredentialBox
-from auditlog.streaming.delivery import DeliveryOptions, DestinationDelivery
+from auditlog.streaming.delivery import DeliveryOptions, DestinationDelivery, RecordServiceEvent
 from auditlog.streaming.doorbell import WakeEvents
 from auditlog.streaming.netguard import NetworkPolicy
 
@@ -57,10 +57,12 @@ class StreamWorker:
         bus: LiveBus | None,
         settings: Settings,
         *,
+        record: RecordServiceEvent,
         options: DeliveryOptions | None = None,
         worker_id: str | None = None,
     ) -> None:
         self.pool = pool
+        self.record = record
         self.bus = bus
         self.options = options or DeliveryOptions()
         self.worker_id = worker_id or new_worker_id()
@@ -120,7 +122,14 @@ class StreamWorker:
 
     def _start(self, key: store.DestinationKey) -> None:
         delivery = DestinationDelivery(
-            self.pool, self.doorbells, self.box, self.policy, self.worker_id, key, self.options
+            self.pool,
+            self.doorbells,
+            self.box,
+            self.policy,
+            self.worker_id,
+            key,
+            self.options,
+            self.record,
         )
         self.tasks[key] = asyncio.create_task(delivery.run(), name=f"deliver {key.id}")
 
@@ -168,9 +177,11 @@ async def running_worker(
     bus: LiveBus | None,
     settings: Settings,
     options: DeliveryOptions | None = None,
+    *,
+    record: RecordServiceEvent,
 ) -> AsyncIterator[StreamWorker]:
     """A worker running in the background of the current event loop until the block ends."""
-    worker = StreamWorker(pool, bus, settings, options=options)
+    worker = StreamWorker(pool, bus, settings, record=record, options=options)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop), name="stream worker")
     try:

@@ -8,6 +8,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from auditlog.runtime import Services
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.storage.database import owner_connection
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
@@ -37,7 +38,9 @@ async def receiver() -> AsyncIterator[Receiver]:
 @pytest.fixture
 async def worker(services: Services) -> AsyncIterator[StreamWorker]:
     """One stream worker in this process for the test."""
-    async with running_worker(services.pool, services.bus, services.settings, FAST) as w:
+    async with running_worker(
+        services.pool, services.bus, services.settings, FAST, record=ServiceEventWriter()
+    ) as w:
         yield w
 
 

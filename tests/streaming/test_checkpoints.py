@@ -19,6 +19,7 @@ import pytest
 from auditlog.integrity.notes import Checkpoint, VerifierKey, open_checkpoint
 from auditlog.runtime import Services
 from auditlog.services import integrity as integrity_service
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.storage.integrity import read_leaf_indexes
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
@@ -40,7 +41,9 @@ SHORT_INTERVAL = 3.0
 
 @pytest.fixture
 async def cp_worker(services: Services) -> AsyncIterator[StreamWorker]:
-    async with running_worker(services.pool, services.bus, services.settings, OPTIONS) as w:
+    async with running_worker(
+        services.pool, services.bus, services.settings, OPTIONS, record=ServiceEventWriter()
+    ) as w:
         yield w
 
 
@@ -267,7 +270,9 @@ async def test_at_most_one_checkpoint_an_interval_and_only_the_latest(
     options = DeliveryOptions(
         lease_seconds=4, poll_seconds=0.2, send_timeout=1.0, checkpoint_interval=SHORT_INTERVAL
     )
-    async with running_worker(services.pool, services.bus, services.settings, options):
+    async with running_worker(
+        services.pool, services.bus, services.settings, options, record=ServiceEventWriter()
+    ):
         created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/i"}})
         secret = created["webhookSecret"]
         await ingest(workspace, [event("file.uploaded") for _ in range(5)])

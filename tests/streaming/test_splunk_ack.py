@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from auditlog.runtime import Services
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.sinks.splunk import channel_of
 from auditlog.streaming.worker import StreamWorker, running_worker
@@ -36,7 +37,9 @@ async def hec() -> AsyncIterator[HecReceiver]:
 
 @pytest.fixture
 async def short_ack_worker(services: Services) -> AsyncIterator[StreamWorker]:
-    async with running_worker(services.pool, services.bus, services.settings, SHORT_ACK) as w:
+    async with running_worker(
+        services.pool, services.bus, services.settings, SHORT_ACK, record=ServiceEventWriter()
+    ) as w:
         yield w
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from auditlog.runtime import Services
 from auditlog.services import workspaces as workspace_service
+from auditlog.services.service_events import ServiceEventWriter
 from auditlog.streaming.delivery import DeliveryOptions
 from auditlog.streaming.worker import StreamWorker, running_worker
 from tests.conftest import (
@@ -59,7 +60,13 @@ async def test_two_workers_share_destinations_and_never_send_one_at_once(
     async with AsyncExitStack() as stack:
         for _ in range(2):
             await stack.enter_async_context(
-                running_worker(services.pool, services.bus, services.settings, FAST)
+                running_worker(
+                    services.pool,
+                    services.bus,
+                    services.settings,
+                    FAST,
+                    record=ServiceEventWriter(),
+                )
             )
 
         async def two_owners() -> bool:
@@ -185,7 +192,9 @@ async def test_credentials_that_cannot_be_decrypted_show_failing(
 ) -> None:
     created = await create_destination(workspace, {"webhook": {"url": receiver.url + "/key"}})
     other_key = make_settings(services.database_url, tmp_path, secret_key="another-key-" + "9" * 20)
-    async with running_worker(services.pool, services.bus, other_key, FAST):
+    async with running_worker(
+        services.pool, services.bus, other_key, FAST, record=ServiceEventWriter()
+    ):
 
         async def failing() -> bool:
             dest = await destination(workspace, created["destination"]["id"])
@@ -212,7 +221,13 @@ async def test_worker_doorbell_survives_a_redis_restart(
         services = running.services
         async with (
             httpx.AsyncClient(base_url=running.base_url, timeout=30) as http,
-            running_worker(services.pool, services.bus, services.settings, slow_poll) as worker,
+            running_worker(
+                services.pool,
+                services.bus,
+                services.settings,
+                slow_poll,
+                record=ServiceEventWriter(),
+            ) as worker,
         ):
             workspace.http = http
             created = await create_destination(workspace, {"webhook": {"url": receiver.url}})
