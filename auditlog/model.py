@@ -50,6 +50,7 @@ class Role(StrEnum):
 
 # Tuples, not sets: a token's claim may be any JSON value, hashable or not.
 READER_ROLES = (Role.OWNER, Role.ADMIN)
+ADMIN_ROLES = (Role.OWNER, Role.ADMIN)  # who changes what a workspace sends out
 SESSION_ROLES = (Role.OWNER, Role.ADMIN, Role.MEMBER)
 
 
@@ -77,6 +78,18 @@ class Principal:
         if not self.can_read or self.workspace_id is None:
             raise ForbiddenError(f"the {self.role} role cannot read the audit log")
         return self.workspace_id
+
+    def require_admin(self, what: str) -> str:
+        """The workspace to change (owner or admin), or ForbiddenError saying the role
+        cannot do `what`."""
+        if self.role not in ADMIN_ROLES or self.workspace_id is None:
+            raise ForbiddenError(f"the {self.role} role cannot {what}")
+        return self.workspace_id
+
+    def require_ingest(self) -> None:
+        """ForbiddenError unless this is an ingest key."""
+        if not self.can_ingest:
+            raise ForbiddenError(f"the {self.role} role cannot ingest events")
 
     def as_actor(self) -> dict[str, Any]:
         """This caller as the actor of an event the service writes about it."""

@@ -36,7 +36,7 @@ from strawberry.subscriptions.protocols.graphql_ws.types import OperationMessage
 
 from auditlog.auth import authenticate
 from auditlog.endpoints.common import services_of
-from auditlog.errors import AuthError
+from auditlog.errors import AuthError, ForbiddenError
 from auditlog.schema.context import Context
 from auditlog.schema.live import LiveOperation, live_operation
 from auditlog.ws_registry import TOO_MANY
@@ -67,8 +67,10 @@ async def authorize(context: Context) -> tuple[int, str] | None:
         principal = await authenticate(services.pool, authorization, services.sessions)
     except AuthError as exc:
         return 4401, f"Unauthorized: {exc}"[:_MAX_REASON]
-    if not principal.can_read:
-        return 4403, f"Forbidden: the {principal.role} role cannot read the audit log"
+    try:
+        principal.require_reader()  # what IsReader checks on every field
+    except ForbiddenError as exc:
+        return 4403, f"Forbidden: {exc}"[:_MAX_REASON]
     context.principal = principal
     return None
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from auditlog.endpoints.common import json_response, principal_of, services_of, unauthorized
-from auditlog.errors import AuthError, BatchRejected
+from auditlog.errors import AuthError, BatchRejected, ForbiddenError
 from auditlog.ingest.validate import MAX_BODY_BYTES, MAX_EVENTS
 from auditlog.metrics import count_ingested
 
@@ -66,11 +66,10 @@ async def ingest_events(request: Request) -> Response:
         principal = await principal_of(request)
     except AuthError as exc:
         return unauthorized(str(exc))
-    if not principal.can_ingest:
-        return json_response(
-            {"error": "forbidden", "message": f"the {principal.role} role cannot ingest events"},
-            403,
-        )
+    try:
+        principal.require_ingest()
+    except ForbiddenError as exc:
+        return json_response({"error": "forbidden", "message": str(exc)}, 403)
     try:
         body = await _read_body(request)
     except _BodyTooLarge:

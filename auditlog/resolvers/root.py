@@ -22,6 +22,7 @@ from auditlog.schema.integrity import IntegrityQuery
 from auditlog.schema.limits import QueryLimits
 from auditlog.schema.live import SharedEventExecutor
 from auditlog.schema.metrics import OperationMetrics
+from auditlog.schema.permissions import reader
 from auditlog.schema.scalars import SCALAR_MAP
 from auditlog.schema.streaming import StreamingMutation, StreamingQuery
 from auditlog.schema.types import (
@@ -35,7 +36,9 @@ from auditlog.schema.types import (
 
 @strawberry.type
 class Query(ExportQuery, StreamingQuery, IntegrityQuery):
-    @strawberry.field(description="Newest first; first/last at most 500, default 50.")  # type: ignore[untyped-decorator]
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Newest first; first/last at most 500, default 50.", extensions=reader()
+    )
     async def audit_events(
         self,
         info: Info,
@@ -47,13 +50,14 @@ class Query(ExportQuery, StreamingQuery, IntegrityQuery):
     ) -> AuditEventConnection:
         return await event_resolvers.audit_events(info.context, filter, first, after, last, before)
 
-    @strawberry.field
+    @strawberry.field(extensions=reader())  # type: ignore[untyped-decorator]
     async def audit_event(self, info: Info, id: strawberry.ID) -> AuditEvent | None:
         return await event_resolvers.audit_event(info.context, id)
 
-    @strawberry.field(
-        description="Distinct IP addresses, countries and devices of one actor's events."
-    )  # type: ignore[untyped-decorator]
+    @strawberry.field(  # type: ignore[untyped-decorator]
+        description="Distinct IP addresses, countries and devices of one actor's events.",
+        extensions=reader(),
+    )
     async def actor_activity(
         self,
         info: Info,
@@ -69,7 +73,7 @@ class Query(ExportQuery, StreamingQuery, IntegrityQuery):
     def event_catalog(self) -> list[EventCatalogEntry]:
         return event_resolvers.event_catalog()
 
-    @strawberry.field
+    @strawberry.field(extensions=reader())  # type: ignore[untyped-decorator]
     async def workspace(self, info: Info) -> Workspace:
         return await event_resolvers.workspace(info.context)
 
@@ -78,7 +82,8 @@ class Query(ExportQuery, StreamingQuery, IntegrityQuery):
 class Subscription:
     @strawberry.subscription(  # type: ignore[untyped-decorator]
         description="Live tail; with `after`, first replays what came since that cursor, "
-        "then goes live, with no gap and no duplicate."
+        "then goes live, with no gap and no duplicate.",
+        extensions=reader(),
     )
     async def audit_events(
         self, info: Info, filter: AuditEventFilter | None = None, after: str | None = None

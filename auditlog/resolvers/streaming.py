@@ -1,4 +1,6 @@
-"""Streaming destinations: authorize (owner/admin, ENTERPRISE), then call the admin service."""
+"""Streaming destinations: call the admin service for the caller. Who may (owner or admin
+of an ENTERPRISE workspace) is decided by the fields' permission classes
+(schema/permissions.py) before these run."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from auditlog.services.streams import (
     DeliveryTest,
     DestinationView,
     StreamingAdmin,
-    authorize,
 )
 from auditlog.streaming.config import DestinationConfig
 
@@ -25,7 +26,8 @@ async def _admin(ctx: Context) -> tuple[StreamingAdmin, Caller]:
     if ctx.principal is None:
         raise AuthError("authentication required")
     services = ctx.services
-    caller = await authorize(services.pool, ctx.principal)
+    workspace_id = ctx.principal.require_admin("manage streaming destinations")
+    caller = Caller(workspace_id, ctx.principal.as_actor())
     return StreamingAdmin(services.pool, services.ingestor, services.settings), caller
 
 

@@ -51,7 +51,8 @@ class Context:
     authorization: str | None = None
 
     def reader_workspace(self) -> str:
-        """The caller's workspace for reading; raises Auth/Forbidden errors."""
+        """The caller's workspace, in a field that IsReader guards (schema/permissions.py);
+        the same check again, so a field left unguarded refuses rather than leaks."""
         if self.principal is None:
             raise AuthError("authentication required")
         return self.principal.require_reader()

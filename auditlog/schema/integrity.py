@@ -9,6 +9,7 @@ import strawberry
 from auditlog.model import StoredCheckpoint
 from auditlog.resolvers import integrity as resolvers
 from auditlog.schema.context import Info
+from auditlog.schema.permissions import reader
 from auditlog.services.integrity import b64
 
 
@@ -92,7 +93,8 @@ class Integrity:
 @strawberry.type
 class IntegrityQuery:
     @strawberry.field(  # type: ignore[untyped-decorator]
-        description="The workspace's tree: checkpoints, proofs and the keys that verify them."
+        description="The workspace's tree: checkpoints, proofs and the keys that verify them.",
+        extensions=reader(),
     )
     async def integrity(self, info: Info) -> Integrity:
         return Integrity.from_model(await resolvers.integrity(info.context))

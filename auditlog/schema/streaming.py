@@ -12,6 +12,7 @@ from strawberry.scalars import JSON
 from auditlog.model import DeadLetterRow
 from auditlog.resolvers import streaming as resolvers
 from auditlog.schema.context import Info
+from auditlog.schema.permissions import streaming_admin
 from auditlog.schema.types import EventCategory, EventFormat
 from auditlog.services.streams import CreatedDestination, DeliveryTest, DestinationView
 from auditlog.streaming import config as cfg
@@ -226,7 +227,7 @@ def _categories(values: list[EventCategory] | None) -> list[str] | None:
 
 @strawberry.type
 class StreamingQuery:
-    @strawberry.field
+    @strawberry.field(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def streaming_destinations(self, info: Info) -> list[StreamingDestination]:
         views = await resolvers.list_destinations(info.context)
         return [StreamingDestination.from_view(v) for v in views]
@@ -234,7 +235,7 @@ class StreamingQuery:
 
 @strawberry.type
 class StreamingMutation:
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def create_streaming_destination(
         self, info: Info, input: CreateStreamingDestinationInput
     ) -> CreatedStreamingDestination:
@@ -247,7 +248,7 @@ class StreamingMutation:
         )
         return CreatedStreamingDestination.from_created(created)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def update_streaming_destination(
         self, info: Info, id: strawberry.ID, input: UpdateStreamingDestinationInput
     ) -> StreamingDestination:
@@ -261,14 +262,14 @@ class StreamingMutation:
         )
         return StreamingDestination.from_view(view)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def pause_streaming_destination(
         self, info: Info, id: strawberry.ID
     ) -> StreamingDestination:
         view = await resolvers.set_paused(info.context, str(id), paused=True)
         return StreamingDestination.from_view(view)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def resume_streaming_destination(
         self, info: Info, id: strawberry.ID
     ) -> StreamingDestination:
@@ -276,10 +277,11 @@ class StreamingMutation:
         return StreamingDestination.from_view(view)
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
+        extensions=streaming_admin(),
         description="Resend from the first retained event occurred at or after `from`: the "
         "cursor moves back to just before the earliest ingest position of those events "
         "(never forward), and every event ingested after it is sent again, in ingest order. "
-        "A `from` before the retention starts at the retention."
+        "A `from` before the retention starts at the retention.",
     )
     async def replay_streaming_destination(
         self,
@@ -290,18 +292,19 @@ class StreamingMutation:
         view = await resolvers.replay_destination(info.context, str(id), from_)
         return StreamingDestination.from_view(view)
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def delete_streaming_destination(self, info: Info, id: strawberry.ID) -> bool:
         return await resolvers.delete_destination(info.context, str(id))
 
-    @strawberry.mutation
+    @strawberry.mutation(extensions=streaming_admin())  # type: ignore[untyped-decorator]
     async def test_streaming_destination(self, info: Info, id: strawberry.ID) -> DeliveryTestResult:
         return DeliveryTestResult.from_test(await resolvers.test_destination(info.context, str(id)))
 
     @strawberry.mutation(  # type: ignore[untyped-decorator]
+        extensions=streaming_admin(),
         description="Queue the destination's dead letters to be sent again in its next "
         "round (out of order): delivered ones leave the list, refused ones stay. "
-        "How many were queued now."
+        "How many were queued now.",
     )
     async def retry_dead_letters(self, info: Info, id: strawberry.ID) -> int:
         return await resolvers.retry_dead_letters(info.context, str(id))

@@ -19,10 +19,10 @@ from typing import Any
 import asyncpg
 
 from auditlog.config import Settings
-from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
+from auditlog.errors import BadInputError, NotFoundError
 from auditlog.ingest.canonical import canonical_json
 from auditlog.ingest.validate import EventIn, Target
-from auditlog.model import Category, Principal, format_timestamp, uuid7
+from auditlog.model import Category, format_timestamp, uuid7
 from auditlog.services.ingest import Ingestor, event_payload
 from auditlog.services.service_events import SYSTEM_ACTOR, AuditedTransaction, audited
 from auditlog.storage import streams as store
@@ -77,23 +77,6 @@ class DeliveryTest:
 class Caller:
     workspace_id: str
     actor: dict[str, Any]
-
-
-async def authorize(pool: asyncpg.Pool, principal: Principal) -> Caller:
-    """Owner or admin of an ENTERPRISE workspace; ForbiddenError says why not."""
-    if principal.workspace_id is None or principal.role not in ("owner", "admin"):
-        raise ForbiddenError(
-            f"the {principal.role} role cannot manage streaming destinations (owner or admin only)"
-        )
-    async with pool.acquire() as conn:
-        workspace = await read_workspace(conn, principal.workspace_id)
-    if workspace is None:
-        raise NotFoundError("workspace not found")
-    if workspace.plan != "ENTERPRISE":
-        raise ForbiddenError(
-            f"log streaming needs the ENTERPRISE plan; this workspace is on {workspace.plan}"
-        )
-    return Caller(principal.workspace_id, principal.as_actor())
 
 
 def _name(value: str, argument: str) -> str:

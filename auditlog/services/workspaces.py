@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from auditlog.errors import BadInputError, NotFoundError
+from auditlog.errors import BadInputError, ForbiddenError, NotFoundError
 from auditlog.model import Plan, WorkspaceRow, format_timestamp
 from auditlog.services.ingest import Ingestor
 from auditlog.services.service_events import audited
@@ -35,6 +35,18 @@ def plan_retention(name: str, retention_days: int | None) -> tuple[Plan, int | N
             raise BadInputError("retention-days", "must be between 1 and 36500")
         return plan, retention_days
     return plan, ws_store.DEFAULT_RETENTION_DAYS[plan]
+
+
+async def require_plan(pool: asyncpg.Pool, workspace_id: str, plan: Plan, feature: str) -> None:
+    """ForbiddenError unless the workspace is on `plan`, naming `feature` and its plan."""
+    async with pool.acquire() as conn:
+        workspace = await ws_store.read_workspace(conn, workspace_id)
+    if workspace is None:
+        raise NotFoundError("workspace not found")
+    if workspace.plan != plan:
+        raise ForbiddenError(
+            f"{feature} needs the {plan} plan; this workspace is on {workspace.plan}"
+        )
 
 
 async def create_workspace(

@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from auditlog.errors import BadInputError
-from auditlog.model import Principal
+from auditlog.model import Principal, Role
 from auditlog.runtime import Services
-from auditlog.services.streams import StreamingAdmin, authorize
+from auditlog.services.streams import Caller, StreamingAdmin
 from auditlog.streaming.config import SplunkHecConfig, WebhookConfig
 from auditlog.streaming.netguard import DestinationRefused, GuardedClient, NetworkPolicy
 from tests.conftest import WorkspaceKeys, create_workspace_keys, make_settings
@@ -275,7 +275,7 @@ async def strict_admin(services: Services, tmp_path: Path) -> StreamingAdmin:
 async def test_internal_destinations_are_refused_without_the_flag(
     strict_admin: StreamingAdmin, workspace: WorkspaceKeys, url: str
 ) -> None:
-    caller = await authorize(strict_admin.pool, Principal(workspace.id, "admin", key_id="k"))
+    caller = Caller(workspace.id, Principal(workspace.id, Role.ADMIN, key_id="k").as_actor())
     with pytest.raises(BadInputError) as refused:
         await strict_admin.create(caller, "x", None, WebhookConfig(url=url))
     assert refused.value.argument == "input.config.webhook.url"
