@@ -47,11 +47,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from auditlog.config import Settings
-from auditlog.model import Principal
+from auditlog.model import Principal, Role
 from auditlog.runtime import open_services
 from auditlog.services import keys as key_service
 from auditlog.services import workspaces as workspace_service
-from auditlog.services.streams import StreamingAdmin, authorize
+from auditlog.services.streams import Caller, StreamingAdmin
 from auditlog.streaming.config import WebhookConfig
 from bench.common import (
     Timer,
@@ -203,7 +203,7 @@ async def main() -> None:
             async with open_services(settings, run_migrations=False) as services:
                 await workspace_service.create_workspace(services.pool, "bench", "enterprise")
                 admin = StreamingAdmin(services.pool, services.ingestor, settings)
-                caller = await authorize(services.pool, Principal("bench", "admin", key_id="b"))
+                caller = Caller("bench", Principal("bench", Role.ADMIN, key_id="b").as_actor())
                 created = await admin.create(
                     caller, "bench", None, WebhookConfig(url=f"http://127.0.0.1:{port}/hook")
                 )
