@@ -31,7 +31,7 @@ from auditlog.model import Principal
 from auditlog.storage.database import EITHER_PLANS, acquire_with_plans
 from auditlog.storage.keys import read_valid_key_ids
 from auditlog.streaming.bus import REVOCATIONS_CHANNEL, LiveBus
-from auditlog.streaming.doorbell import DoorbellListener
+from auditlog.streaming.doorbell import doorbells_of
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,6 @@ def credential_of(principal: Principal) -> str:
     if principal.key_id is not None:
         return f"key:{principal.key_id}"
     return f"session:{principal.workspace_id}:{principal.subject}"
-
-
-_REVOCATIONS = "revocations"  # the one name the listener watches
 
 
 class Closable(Protocol):
@@ -73,17 +70,16 @@ class SocketRegistry:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         # Rung on every notice, and when the bus reconnects (a notice may have been missed).
-        self.notices = DoorbellListener(
-            bus, lambda _: self._wake.set(), channel=lambda _: REVOCATIONS_CHANNEL
-        )
+        self.notices = doorbells_of(bus)
         self.rechecks = 0  # how many re-checks ran (tests, logs)
 
     async def start(self) -> None:
-        self.notices.watch(_REVOCATIONS)
+        self.notices.watch(REVOCATIONS_CHANNEL, self._wake.set)
         self.notices.start()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ws-recheck")
 
     async def stop(self) -> None:
+        self.notices.unwatch(REVOCATIONS_CHANNEL, self._wake.set)
         await self.notices.stop()
         tasks = [t for t in (self._task, *self._closing) if t is not None]
         for task in tasks:

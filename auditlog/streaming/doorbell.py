@@ -1,4 +1,8 @@
-"""Doorbells: the bus subscriptions of the live tail, kept alive across Redis restarts.
+"""Doorbells: the process's bus subscriptions, kept alive across Redis restarts.
+
+One listener per process and bus (`doorbells_of`): the live tails, the stream
+deliveries and the websocket registry's revocation notices all watch their
+channels on it, so a process holds one subscription connection and one heartbeat.
 
 broadcaster does not reconnect: when Redis restarts, its listener task dies
 quietly and no message arrives again. This listener owns its own Broadcast,
@@ -22,6 +26,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from weakref import WeakKeyDictionary
 
 from broadcaster import Broadcast
 
@@ -172,17 +177,80 @@ class DoorbellListener:
                 raise BusDown("subscription connection lost")
 
 
+class Doorbells:
+    """Rings for any number of watchers on one DoorbellListener, by channel.
+
+    Started and stopped by each part that uses it (counted): the listener runs while
+    one of them does. After a reconnect every watched channel rings, so each watcher
+    reads what it may have missed.
+    """
+
+    def __init__(self, bus: LiveBus) -> None:
+        self._rings: dict[str, list[Callable[[], None]]] = {}
+        self.listener = DoorbellListener(bus, self._ring, channel=lambda name: name)
+        self._users = 0
+
+    @property
+    def connections(self) -> int:
+        return self.listener.connections
+
+    @property
+    def connected(self) -> bool:
+        return self.listener.connected
+
+    def start(self) -> None:
+        self._users += 1
+        if self._users == 1:
+            self.listener.start()
+
+    async def stop(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            await self.listener.stop()
+
+    def watch(self, channel: str, ring: Callable[[], None]) -> None:
+        rings = self._rings.setdefault(channel, [])
+        if not rings:
+            self.listener.watch(channel)
+        rings.append(ring)
+
+    def unwatch(self, channel: str, ring: Callable[[], None]) -> None:
+        rings = self._rings.get(channel)
+        if rings is None or ring not in rings:
+            return
+        rings.remove(ring)
+        if not rings:
+            del self._rings[channel]
+            self.listener.unwatch(channel)
+
+    def _ring(self, channel: str) -> None:
+        for ring in list(self._rings.get(channel, ())):
+            ring()
+
+
+_per_bus: WeakKeyDictionary[LiveBus, Doorbells] = WeakKeyDictionary()
+
+
+def doorbells_of(bus: LiveBus) -> Doorbells:
+    """The process's one set of doorbells on `bus`."""
+    doorbells = _per_bus.get(bus)
+    if doorbells is None:
+        doorbells = _per_bus[bus] = Doorbells(bus)
+    return doorbells
+
+
 class WakeEvents:
-    """asyncio.Events rung by one DoorbellListener, any number per workspace.
+    """asyncio.Events rung by the process's doorbells, any number per workspace.
 
     For the stream workers: each delivery task waits on its own Event, and the
-    listener (which reconnects after a Redis restart and then rings every
-    watched workspace) sets the Events of the workspace that got events.
+    doorbells (which reconnect after a Redis restart and then ring every watched
+    workspace) set the Events of the workspace that got events.
     """
 
     def __init__(self, bus: LiveBus) -> None:
         self._events: dict[str, set[asyncio.Event]] = {}
-        self.listener = DoorbellListener(bus, self._ring)
+        self._rings: dict[str, Callable[[], None]] = {}
+        self.listener = doorbells_of(bus)
 
     def start(self) -> None:
         self.listener.start()
@@ -190,17 +258,14 @@ class WakeEvents:
     async def stop(self) -> None:
         await self.listener.stop()
 
-    def _ring(self, workspace_id: str) -> None:
-        for event in self._events.get(workspace_id, ()):
-            event.set()
-
     @contextlib.contextmanager
     def wake_for(self, workspace_id: str) -> Iterator[asyncio.Event]:
         """An Event set whenever workspace_id rings, until the block ends."""
         event = asyncio.Event()
         events = self._events.setdefault(workspace_id, set())
         if not events:
-            self.listener.watch(workspace_id)
+            ring = self._rings[workspace_id] = self._ringer(workspace_id)
+            self.listener.watch(channel_for(workspace_id), ring)
         events.add(event)
         try:
             yield event
@@ -208,7 +273,14 @@ class WakeEvents:
             events.discard(event)
             if not events:
                 del self._events[workspace_id]
-                self.listener.unwatch(workspace_id)
+                self.listener.unwatch(channel_for(workspace_id), self._rings.pop(workspace_id))
+
+    def _ringer(self, workspace_id: str) -> Callable[[], None]:
+        def ring() -> None:
+            for event in self._events.get(workspace_id, ()):
+                event.set()
+
+        return ring
 
 
 def _listener_died(broadcast: Broadcast) -> bool:

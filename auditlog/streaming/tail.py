@@ -46,8 +46,8 @@ from auditlog.storage.events import read_safe_watermark
 from auditlog.storage.live import LiveEvent, Position, read_live_events
 from auditlog.storage.replicas import acquire_fenced
 from auditlog.storage.workspaces import read_workspace
-from auditlog.streaming.bus import LiveBus
-from auditlog.streaming.doorbell import DoorbellListener
+from auditlog.streaming.bus import LiveBus, channel_for
+from auditlog.streaming.doorbell import doorbells_of
 from auditlog.streaming.matcher import EventMatcher, filter_key
 
 log = logging.getLogger(__name__)
@@ -266,12 +266,7 @@ class LiveHub:
         self.queue_size = queue_size
         self.sharing = sharing
         self.tails: dict[str, WorkspaceTail] = {}
-        self.doorbells = DoorbellListener(bus, self._ring)
-
-    def _ring(self, workspace_id: str) -> None:
-        tail = self.tails.get(workspace_id)
-        if tail is not None:
-            tail.doorbell.set()
+        self.doorbells = doorbells_of(bus)
 
     async def start(self) -> None:
         self.doorbells.start()
@@ -283,7 +278,7 @@ class LiveHub:
 
     async def _stop_tail(self, tail: WorkspaceTail) -> None:
         self.tails.pop(tail.workspace_id, None)
-        self.doorbells.unwatch(tail.workspace_id)
+        self.doorbells.unwatch(channel_for(tail.workspace_id), tail.doorbell.set)
         if tail.task is not None:
             with contextlib.suppress(Exception):
                 await cancel_and_wait(tail.task)
@@ -299,7 +294,7 @@ class LiveHub:
                 tail.task = asyncio.get_running_loop().create_task(
                     tail.run(), name=f"live-tail:{workspace_id}"
                 )
-                self.doorbells.watch(workspace_id)
+                self.doorbells.watch(channel_for(workspace_id), tail.doorbell.set)
             try:
                 await tail.ready.wait()
             except BaseException:
