@@ -209,6 +209,8 @@ async def _run_mode(database_url: str, sharing: bool) -> dict[str, Any]:
         "DATABASE_URL": database_url,
         "AUDITLOG_SECRET_KEY": "bench-secret-key-0123456789abcdef",
         "AUDITLOG_LIVE_SHARING": "1" if sharing else "0",
+        # Every subscriber uses the same key: above the per-key socket limit (50).
+        "AUDITLOG_WS_MAX_SOCKETS_PER_KEY": str(SUBSCRIBERS + 100),
     }
     port = free_port()
     proc = None
