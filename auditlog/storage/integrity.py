@@ -70,7 +70,9 @@ async def read_frontier(conn: asyncpg.Connection, workspace_id: str) -> Frontier
 # (docs/benchmarks.md#integrity):
 # - the events are read by an ordered index scan on (workspace_id, xid, seq) that
 #   stops at the limit (append_leaves turns bitmap scans off: a bitmap scan reads
-#   the whole backlog and sorts it first), and only the rows taken are hashed;
+#   the whole backlog and sorts it first), and only the rows taken are hashed; a
+#   backlog spread over many partitions may still be appended and sorted whole
+#   (docs/benchmarks.md#integrity, "Cost by seal size");
 # - the rows reach the aggregates sorted by (tile, leaf), in memory, and a group
 #   aggregate (hash aggregation off) takes them in that order, so every array of a
 #   run is in leaf order without one sort per aggregate.
