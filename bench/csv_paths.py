@@ -122,9 +122,7 @@ def main() -> None:
     reference = python_chunk(batch)
     assert fast(batch) == reference, "the C scanner disagrees with csv_line"
     same = msgspec_chunk(batch) == reference
-    print(
-        f"{len(batch):,} rows, median of {args.rounds} rounds (msgspec bytes equal: {same})"
-    )
+    print(f"{len(batch):,} rows, median of {args.rounds} rounds (msgspec bytes equal: {same})")
     for name, encode in (
         ("C scanner (_csvfast)", fast),
         ("orjson + csv_line", python_chunk),
